@@ -1,0 +1,91 @@
+"""The one place that chooses between NumPy (CPU) and CuPy (CUDA GPU).
+
+Layer code never imports numpy or cupy: it asks `get_array_module(x)` for the module its
+inputs live in and calls `xp.<function>` on it, so the same code runs on both devices.
+CuPy stays optional: nothing here imports it unless CUDA is asked for or probed.
+"""
+import sys
+
+import numpy as np
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used (no CuPy, no GPU, unknown name)."""
+
+
+def get_array_module(x):
+    """numpy or cupy, whichever `x` belongs to. Never imports cupy on its own."""
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        return cupy
+    return np
+
+
+def _probe_cuda():
+    """(True, None) when CuPy imports and a CUDA device answers, else (False, why)."""
+    try:
+        import cupy
+    except ImportError:
+        return False, "CuPy is not installed (pip install cupy-cuda12x)"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return False, "CuPy found no CUDA device"
+        cupy.zeros(1).sum().item()  # a device that enumerates but cannot run fails here
+    except Exception as e:  # CUDA reports a missing driver in several exception types
+        return False, f"CuPy cannot use a CUDA device ({str(e).splitlines()[0]})"
+    return True, None
+
+
+def resolve_device(device):
+    """'auto' -> 'cuda' when usable else 'cpu'; 'cuda' without a GPU raises DeviceError."""
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    ok, why = _probe_cuda()
+    if device == "cuda" and not ok:
+        raise DeviceError(f"--device cuda is not available: {why}; use --device cpu")
+    return "cuda" if ok else "cpu"
+
+
+class Backend:
+    """An array module plus the handful of device operations the trainer needs.
+
+    name: 'cpu' or 'cuda'; xp: numpy or cupy; dtype: the training float type.
+    """
+
+    def __init__(self, device="auto", dtype="float32"):
+        if dtype not in DTYPES:
+            raise DeviceError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        self.name = resolve_device(device)
+        self.dtype = DTYPES[dtype]
+        if self.name == "cuda":
+            import cupy
+            self.xp = cupy
+        else:
+            self.xp = np
+
+    def __repr__(self):
+        return f"Backend({self.name}, {np.dtype(self.dtype).name})"
+
+    def asarray(self, x, dtype=None):
+        """Host or device data -> an array on this backend (float data gets `dtype`)."""
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_host(self, x):
+        """Any array -> numpy.ndarray on the host (no copy when it already is one)."""
+        if self.xp is np:
+            return np.asarray(x)
+        return self.xp.asnumpy(x)
+
+    def rng(self, seed):
+        """A seeded random Generator on this device (for init noise and dropout masks)."""
+        return self.xp.random.default_rng(seed)
+
+    def synchronize(self):
+        """Wait for queued device work (a no-op on CPU); needed for honest timing."""
+        if self.xp is not np:
+            self.xp.cuda.get_current_stream().synchronize()

@@ -1,0 +1,50 @@
+"""Softmax cross-entropy over the vocabulary, fused and mean-reduced.
+
+forward:  loss = -(1/N) sum_{n not ignored} log softmax(logits_n)[target_n]
+          computed as logsumexp(z) - z[target] with z shifted by its row max, so logits
+          around +-1e4 neither overflow nor lose the answer.
+backward: dlogits_n = (softmax(logits_n) - onehot(target_n)) * dloss / N   (0 for ignored rows)
+N counts the positions whose target is not `ignore_index`. No one-hot array is ever built.
+`vocab_size` < logits.shape[-1] treats the extra (padding) columns as absent: they get no
+probability and zero gradient.
+"""
+from .backend import get_array_module
+
+
+def cross_entropy_forward(logits, targets, ignore_index=-1, vocab_size=None):
+    """logits (B, T, Vp), targets (B, T) int -> loss (0-d array, logits' dtype).
+
+    The cache holds the softmax probabilities, which backward overwrites with the gradient:
+    call backward at most once per forward.
+    """
+    xp = get_array_module(logits)
+    Vp = logits.shape[-1]
+    V = Vp if vocab_size is None else vocab_size
+    z = logits.reshape(-1, Vp)[:, :V]                   # (N, V) a view, padding left out
+    t = targets.reshape(-1)                             # (N,)
+    valid = t != ignore_index                           # (N,) bool
+    n_valid = int(valid.sum())
+    rows = xp.arange(t.shape[0])
+    t_safe = xp.where(valid, t, 0)
+    probs = z - z.max(axis=1, keepdims=True)            # (N, V) shifted logits, max 0
+    target_z = probs[rows, t_safe]                      # (N,) shifted target logits
+    xp.exp(probs, out=probs)
+    sumexp = probs.sum(axis=1)                          # (N,) in [1, V]
+    probs /= sumexp[:, None]                            # (N, V) softmax
+    nll = xp.log(sumexp) - target_z                     # (N,)
+    loss = (nll * valid).sum() / max(n_valid, 1)
+    return loss, (probs, rows, t_safe, valid, n_valid, logits.shape)
+
+
+def cross_entropy_backward(dloss, cache):
+    """dloss: upstream scalar (1.0 for the loss itself) -> dlogits (B, T, Vp)."""
+    probs, rows, t_safe, valid, n_valid, shape = cache
+    xp = get_array_module(probs)
+    dz = probs                                          # (N, V) reused in place
+    dz[rows, t_safe] -= 1.0
+    dz *= (valid * (float(dloss) / max(n_valid, 1)))[:, None].astype(dz.dtype)
+    if dz.shape[1] == shape[-1]:
+        return dz.reshape(shape)
+    dlogits = xp.zeros((dz.shape[0], shape[-1]), dtype=dz.dtype)   # padding columns stay 0
+    dlogits[:, : dz.shape[1]] = dz
+    return dlogits.reshape(shape)

@@ -1,0 +1,39 @@
+"""LayerNorm over the last axis, eps = 1e-5 as in GPT-2.
+
+forward:  mean = avg(x),  rstd = 1 / sqrt(avg((x - mean)^2) + eps)
+          xhat = (x - mean) * rstd,  out = xhat * weight + bias
+backward: dweight += sum_rows dout * xhat,  dbias += sum_rows dout
+          with g = dout * weight:
+          dx = rstd * (g - avg(g) - xhat * avg(g * xhat))
+(avg is the mean over the normalized axis C; the two avg terms come from mean and rstd
+depending on every element of the row.)
+"""
+from .backend import get_array_module
+
+EPS = 1e-5
+
+
+def layernorm_forward(x, weight, bias, eps=EPS):
+    """x (..., C), weight (C,), bias (C,) -> out (..., C)."""
+    xp = get_array_module(x)
+    mean = x.mean(axis=-1, keepdims=True)            # (..., 1)
+    xhat = x - mean                                  # (..., C) centred, normalized below
+    var = (xhat * xhat).mean(axis=-1, keepdims=True) # (..., 1) biased variance
+    rstd = 1.0 / xp.sqrt(var + eps)                  # (..., 1)
+    xhat *= rstd
+    out = xhat * weight
+    out += bias
+    return out, (xhat, rstd, weight)
+
+
+def layernorm_backward(dout, cache, dweight, dbias):
+    """dout (..., C); accumulates dweight (C,), dbias (C,); returns dx (..., C)."""
+    xhat, rstd, weight = cache
+    C = dout.shape[-1]
+    dweight += (dout * xhat).reshape(-1, C).sum(axis=0)
+    dbias += dout.reshape(-1, C).sum(axis=0)
+    g = dout * weight                                # (..., C) gradient w.r.t. xhat
+    dx = g - g.mean(axis=-1, keepdims=True)
+    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    dx *= rstd
+    return dx

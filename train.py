@@ -316,7 +316,9 @@ class Trainer:
 
         previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
-            status = self._loop(tqdm, tokens_per_step)
+            # A diverging run overflows; _loop reports the non-finite loss itself, in one line.
+            with np.errstate(over="ignore", invalid="ignore"):
+                status = self._loop(tqdm, tokens_per_step)
         finally:
             signal.signal(signal.SIGINT, previous_handler)
         if status == 0:

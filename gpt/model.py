@@ -53,6 +53,12 @@ def parameter_shapes(cfg: GPTConfig):
     return shapes
 
 
+def count_parameters(cfg: GPTConfig):
+    """Parameters of the real model: every tensor, without the vocabulary padding rows."""
+    padding = (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd
+    return sum(math.prod(shape) for _, shape in parameter_shapes(cfg)) - padding
+
+
 def _views(flat, shapes):
     """{name: view of `flat`} following `shapes` back to back."""
     views, offset = {}, 0
@@ -102,8 +108,7 @@ class GPT:
     @property
     def num_params(self):
         """Parameters of the real model (the vocabulary padding rows not counted)."""
-        pad = self.config.padded_vocab_size - self.config.vocab_size
-        return int(self.params.size) - pad * self.config.n_embd
+        return count_parameters(self.config)
 
     def decay_mask(self):
         """Flat 0/1 mask: 1 on 2-D tensors (matrices and embeddings), where AdamW's weight

@@ -1,0 +1,245 @@
+"""train.py end to end: learning, resume, Ctrl-C, output files, and every bad input."""
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import train
+from gpt.checkpoint import load_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(ROOT, "data", "tiny_shakespeare.txt")
+# A very small, fast run: 2 layers of width 32, 32-token windows.
+FAST = ["--preset", "tiny", "--n-embd", "32", "--n-head", "2", "--block-size", "32", "--batch-size", "4",
+        "--sample-tokens", "0", "--eval-steps", "2", "--log-interval", "1", "--warmup-steps", "2"]
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def assert_clean_error(result, *words):
+    """Exit 2, no traceback, and one line on stderr starting with 'error:' (besides the
+    progress bar, when training had started)."""
+    assert result.returncode == 2, result.stderr
+    lines = [line.strip() for line in result.stderr.replace("\r", "\n").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("training:")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_tiny_model_learns_the_bundled_corpus(tmp_path):
+    out = tmp_path / "run"
+    assert train.main(FAST[:-2] + ["--n-embd", "64", "--max-steps", "60", "--lr", "3e-3", "--warmup-steps", "5",
+                                   "--eval-interval", "30", "--out-dir", str(out)]) == 0
+    curve = json.loads((out / "loss_curve.json").read_text())
+    assert len(curve) == 60
+    start, end = curve[0]["train_loss"], np.mean([r["train_loss"] for r in curve[-5:]])
+    assert abs(start - math.log(256)) < 0.3              # starts at chance for 256 bytes
+    assert end < 0.6 * math.log(256), end                # and falls well below it
+    assert curve[-1]["val_loss"] < 0.6 * math.log(256)
+    for name in ("ckpt.npz", "loss_curve.json", "loss_curve.svg", "config.json"):
+        assert (out / name).is_file()
+    assert (out / "loss_curve.svg").read_text().startswith("<svg")
+
+
+def _interrupting_step(stop_at):
+    """A Trainer.train_step that asks the run to stop after step `stop_at`, exactly as the
+    SIGINT handler does."""
+    original = train.Trainer.train_step
+
+    def step(self):
+        result = original(self)
+        if self.step + 1 == stop_at:
+            self.stop_requested = True
+        return result
+    return step
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch):
+    args = FAST + ["--max-steps", "12", "--eval-interval", "5", "--dropout", "0.1", "--grad-accum", "2"]
+    assert train.main(args + ["--out-dir", str(tmp_path / "full")]) == 0
+    with monkeypatch.context() as m:
+        m.setattr(train.Trainer, "train_step", _interrupting_step(7))
+        assert train.main(args + ["--out-dir", str(tmp_path / "split")]) == 130
+    assert load_checkpoint(str(tmp_path / "split" / "ckpt.npz"))[1]["step"] == 7
+    assert train.main(["--resume", "--out-dir", str(tmp_path / "split")]) == 0
+    full, meta_full = load_checkpoint(str(tmp_path / "full" / "ckpt.npz"))
+    split, meta_split = load_checkpoint(str(tmp_path / "split" / "ckpt.npz"))
+    assert meta_full["step"] == meta_split["step"] == 12
+    for key in ("params", "adam_m", "adam_v"):
+        assert np.array_equal(full[key], split[key]), key
+    curve = json.loads((tmp_path / "split" / "loss_curve.json").read_text())
+    assert [r["step"] for r in curve] == list(range(1, 13))
+
+
+def test_resume_can_extend_a_finished_run(tmp_path):
+    out = str(tmp_path / "run")
+    assert train.main(FAST + ["--max-steps", "3", "--out-dir", out]) == 0
+    assert train.main(["--resume", "--max-steps", "5", "--out-dir", out]) == 0
+    assert load_checkpoint(os.path.join(out, "ckpt.npz"))[1]["step"] == 5
+
+
+def test_sigint_saves_a_checkpoint_and_exits(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *FAST, "--max-steps", "100000",
+                             "--eval-interval", "100000", "--out-dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 60
+    while not (out / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)                                       # let a few steps run
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted: saved step" in stdout
+    step = load_checkpoint(str(out / "ckpt.npz"))[1]["step"]
+    assert 0 < step < 100000
+
+
+def test_help_explains_every_flag():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in ("--data", "--device", "--dtype", "--seed", "--batch-size", "--grad-accum", "--max-steps", "--lr",
+                 "--min-lr", "--warmup-steps", "--weight-decay", "--beta1", "--beta2", "--grad-clip",
+                 "--eval-interval", "--eval-steps", "--val-fraction", "--sampling", "--target-loss", "--out-dir",
+                 "--resume", "--prompt", "--sample-tokens", "--log-interval", "--n-layer", "--n-head", "--n-embd",
+                 "--block-size", "--dropout", "--vocab-size", "--preset"):
+        assert flag in result.stdout
+
+
+def test_output_shows_what_the_run_does(tmp_path):
+    result = run_cli(*FAST[:-4], "--sample-tokens", "20", "--max-steps", "4", "--eval-interval", "2",
+                     "--out-dir", tmp_path / "run", "--prompt", "ROMEO:")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for text in ("device: cpu", "parameters", "tokens per step: 4 x 32 x 1 = 128", "first training window:",
+                 "sample before training", "sample after training", "val loss", "ROMEO:"):
+        assert text in out, text
+    assert "tok_s" in result.stderr                      # the progress bar
+
+
+def test_sequential_sampling_and_target_loss(tmp_path):
+    out = tmp_path / "run"
+    assert train.main(FAST + ["--sampling", "sequential", "--max-steps", "50", "--eval-interval", "2",
+                              "--target-loss", "5.0", "--out-dir", str(out)]) == 0
+    curve = json.loads((out / "loss_curve.json").read_text())
+    assert len(curve) < 50 and curve[-1]["val_loss"] <= 5.0
+
+
+def test_directory_of_text_files_is_one_corpus(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    text = open(CORPUS, encoding="utf-8").read()
+    (docs / "a.txt").write_text(text[:20000])
+    (docs / "b.md").write_text(text[20000:40000])
+    (docs / "skip.bin").write_bytes(b"\x00" * 100)
+    assert train.main(FAST + ["--data", str(docs), "--max-steps", "2", "--out-dir", str(tmp_path / "run")]) == 0
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A finished 2-step run, for the --resume error cases."""
+    out = tmp_path / "trained"
+    assert train.main(FAST + ["--max-steps", "2", "--out-dir", str(out)]) == 0
+    return out
+
+
+def test_missing_data_path(tmp_path):
+    assert_clean_error(run_cli("--data", tmp_path / "nope.txt", "--out-dir", tmp_path / "o"), "no such file")
+
+
+def test_empty_corpus(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    assert_clean_error(run_cli("--data", tmp_path / "empty.txt", "--out-dir", tmp_path / "o"), "empty")
+
+
+def test_corpus_shorter_than_a_window(tmp_path):
+    (tmp_path / "short.txt").write_text("x" * 32)
+    assert_clean_error(run_cli(*FAST, "--data", tmp_path / "short.txt", "--out-dir", tmp_path / "o"), "block-size")
+
+
+def test_corpus_too_short_to_split(tmp_path):
+    (tmp_path / "short.txt").write_text("x" * 100)
+    assert_clean_error(run_cli(*FAST, "--data", tmp_path / "short.txt", "--out-dir", tmp_path / "o"), "val-fraction")
+
+
+def test_directory_without_text_files(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.bin").write_bytes(b"abc")
+    assert_clean_error(run_cli("--data", tmp_path / "d", "--out-dir", tmp_path / "o"), "no text files")
+
+
+def test_cuda_without_a_gpu(tmp_path):
+    from minigrad.backend import _probe_cuda
+    if _probe_cuda()[0]:
+        pytest.skip("a CUDA device is available here")
+    assert_clean_error(run_cli("--device", "cuda", "--out-dir", tmp_path / "o"), "--device cuda")
+
+
+def test_n_embd_not_divisible_by_n_head(tmp_path):
+    assert_clean_error(run_cli("--n-embd", "100", "--n-head", "3", "--out-dir", tmp_path / "o"), "divisible")
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--n-layer", "0"), ("--n-head", "-2"), ("--n-embd", "0"), ("--block-size", "-1"), ("--batch-size", "0"),
+    ("--max-steps", "0"), ("--max-steps", "-5"), ("--lr", "0"), ("--lr", "-1e-3"), ("--lr", "nan"),
+    ("--grad-accum", "0"), ("--eval-interval", "0"), ("--dropout", "1.0"), ("--dropout", "-0.1"),
+    ("--val-fraction", "1"), ("--weight-decay", "-1"), ("--beta2", "1.5"), ("--batch-size", "many"),
+])
+def test_zero_or_negative_sizes_rates_and_steps(tmp_path, capsys, flag, value):
+    code = train.main([flag, value, "--out-dir", str(tmp_path / "o")])      # in-process: fast
+    result = subprocess.CompletedProcess([], code, *capsys.readouterr())
+    assert_clean_error(result, flag)
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_without_a_checkpoint(tmp_path):
+    assert_clean_error(run_cli("--resume", "--out-dir", tmp_path / "none"), "no checkpoint")
+
+
+def test_resume_from_a_truncated_checkpoint(trained):
+    ckpt = trained / "ckpt.npz"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    before = digest(ckpt)
+    assert_clean_error(run_cli("--resume", "--out-dir", trained), "corrupted")
+    assert digest(ckpt) == before
+
+
+@pytest.mark.parametrize("flags,word", [(["--n-embd", "64"], "n_embd"), (["--block-size", "16"], "block_size"),
+                                        (["--tokenizer", "gpt2"], "tokenizer"), (["--seed", "5"], "seed")])
+def test_resume_with_a_different_config_or_tokenizer(trained, flags, word):
+    before = digest(trained / "ckpt.npz")
+    assert_clean_error(run_cli("--resume", *flags, "--out-dir", trained), word)
+    assert digest(trained / "ckpt.npz") == before
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(*FAST, "--max-steps", "200", "--eval-interval", "1", "--lr", "1e30", "--warmup-steps", "0",
+                     "--grad-clip", "0", "--out-dir", out)
+    assert_clean_error(result, "at step")
+    failed_step = int(result.stderr.split("at step ")[1].split(";")[0])
+    arrays, meta = load_checkpoint(str(out / "ckpt.npz"))
+    assert meta["step"] == failed_step - 1
+    assert np.all(np.isfinite(arrays["params"]))

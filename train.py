@@ -26,11 +26,13 @@ DEFAULTS = dict(
     batch_size=16, grad_accum=1, max_steps=1500, lr=2e-3, min_lr=2e-4, warmup_steps=100,
     weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_steps=20,
     val_fraction=0.1, sampling="random", target_loss=None, out_dir="out", resume=False,
+    bpe_vocab=None, bpe_merges=None, local_vocab=False, show_window=False,
     prompt="\n", sample_tokens=300, temperature=0.8, top_k=None, log_interval=10,
 )
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "vocab_size")
 # Options that define what is trained: a resumed run must not change them.
-RUN_FIELDS = ("tokenizer", "seed", "batch_size", "grad_accum", "sampling", "val_fraction", "dtype")
+RUN_FIELDS = ("tokenizer", "bpe_vocab", "bpe_merges", "local_vocab", "seed", "batch_size", "grad_accum",
+              "sampling", "val_fraction", "dtype")
 
 
 class UsageError(Exception):
@@ -67,6 +69,10 @@ def build_parser():
     g = p.add_argument_group("data")
     g.add_argument("--data", help=f"text file or directory of text files (default: the bundled tiny-shakespeare)")
     g.add_argument("--tokenizer", choices=["byte", "gpt2"], help=f"byte: 256 byte ids; gpt2: GPT-2 BPE (default: {d['tokenizer']})")
+    g.add_argument("--bpe-vocab", help="vocab.json (or encoder.json) of another BPE vocabulary; implies --tokenizer gpt2")
+    g.add_argument("--bpe-merges", help="merges.txt (or vocab.bpe) that goes with --bpe-vocab")
+    g.add_argument("--local-vocab", action="store_true", help="BPE: shrink the model's vocabulary to the ids the corpus uses")
+    g.add_argument("--show-window", action="store_true", help="print the first training window (ids and text) and exit")
     g.add_argument("--val-fraction", type=_number(float, 0.0, True, "--val-fraction"), help=f"last fraction of the corpus held out for validation (default: {d['val_fraction']})")
     g.add_argument("--sampling", choices=["random", "sequential"], help=f"random windows, or consecutive windows in order (default: {d['sampling']})")
     g = p.add_argument_group("model")
@@ -129,6 +135,11 @@ def resolve_options(argv):
                 raise UsageError(f"--resume: the checkpoint's model has {key}={meta['config'][key]}, not {given[key]}; "
                                  "drop the flag or use another --out-dir")
     opts.update(given)
+    if ("bpe_vocab" in given or "bpe_merges" in given) and "tokenizer" not in given:
+        opts["tokenizer"] = "gpt2"
+    for path_option in ("data", "bpe_vocab", "bpe_merges"):     # a resumed run may start elsewhere
+        if opts[path_option] is not None:
+            opts[path_option] = os.path.abspath(opts[path_option])
     opts["resume"] = bool(given.get("resume"))
     return opts, saved
 
@@ -144,11 +155,8 @@ def check_options(o):
         raise UsageError(f"--val-fraction must be in [0, 1), got {o['val_fraction']}")
     if o["target_loss"] is not None and o["val_fraction"] == 0:
         raise UsageError("--target-loss needs a validation split; set --val-fraction above 0")
-
-
-def make_tokenizer(name):
-    from bpe import ByteTokenizer, GPT2Tokenizer
-    return ByteTokenizer() if name == "byte" else GPT2Tokenizer.default()
+    if o["local_vocab"] and o["tokenizer"] == "byte":
+        raise UsageError("--local-vocab applies to BPE; add --tokenizer gpt2")
 
 
 def model_config(o, tokenizer):
@@ -167,17 +175,18 @@ def model_config(o, tokenizer):
     return cfg
 
 
-def load_tokens(o, tokenizer):
-    from gpt.data import load_byte_corpus
+def load_tokens(o):
+    """(tokenizer, 1-D token stream) for the run's options."""
+    from gpt.data import load_bpe_corpus, load_byte_corpus
+    from gpt.tokenizers import LocalVocab, make_tokenizer
+    tokenizer = make_tokenizer(o["tokenizer"], o["bpe_vocab"], o["bpe_merges"])
     if o["tokenizer"] == "byte":
-        return load_byte_corpus(o["data"])
-    from gpt.data import load_bpe_corpus
-    return load_bpe_corpus(o["data"], tokenizer, os.path.join(o["out_dir"], "cache"))
-
-
-def printable(text, limit=None):
-    text = text if limit is None or len(text) <= limit else text[:limit] + "..."
-    return text
+        return tokenizer, load_byte_corpus(o["data"])
+    tokens = load_bpe_corpus(o["data"], tokenizer, os.path.join(o["out_dir"], "cache"))
+    if o["local_vocab"]:
+        tokenizer = LocalVocab.from_corpus(tokenizer, tokens)
+        tokens = tokenizer.to_local(tokens)
+    return tokenizer, tokens
 
 
 # ---------------------------------------------------------------------------- the run
@@ -194,9 +203,8 @@ class Trainer:
 
         self.o = o
         self.backend = Backend(o["device"], o["dtype"])
-        self.tokenizer = make_tokenizer(o["tokenizer"])
+        self.tokenizer, tokens = load_tokens(o)
         self.config = model_config(o, self.tokenizer)
-        tokens = load_tokens(o, self.tokenizer)
         train, val = split_tokens(tokens, o["val_fraction"], self.config.block_size)
         self.n_tokens = len(tokens)
         self.train_data = BatchSampler(train, o["batch_size"], self.config.block_size, o["sampling"], o["seed"])
@@ -217,6 +225,7 @@ class Trainer:
     def _meta(self):
         return {"step": self.step, "config": self.config.to_dict(), "options": self.o,
                 "tokenizer": self.tokenizer.identity, "elapsed": self.elapsed,
+                "local_vocab": self.tokenizer.to_base.tolist() if self.o["local_vocab"] else None,
                 "data_position": {"sampling": self.o["sampling"], "next_step": self.step, "seed": self.o["seed"]}}
 
     def _restore(self, arrays, meta):
@@ -283,7 +292,10 @@ class Trainer:
         o = self.o
         if o["sample_tokens"] == 0:
             return
-        ids = self.tokenizer.encode(o["prompt"]) or [0]
+        ids = self.tokenizer.encode(o["prompt"], allowed_special="all") or [0]
+        if getattr(self.tokenizer, "last_skipped", 0):
+            print(f"note: {self.tokenizer.last_skipped} prompt token(s) are not in the corpus's local vocabulary "
+                  "and were left out")
         ids = ids[-self.config.block_size:]
         new = list(generate(self.model, ids, o["sample_tokens"], o["temperature"], o["top_k"], seed=o["seed"]))
         print(f"--- sample {label} (prompt {o['prompt']!r}) ---")
@@ -292,9 +304,24 @@ class Trainer:
 
     # --- the loop
 
+    def first_window(self):
+        """Token ids of the first row of the next training batch."""
+        x, _ = self.train_data.get(self.step, 0, self.o["grad_accum"])
+        return x[0].tolist()
+
+    def show_window(self):
+        ids = self.first_window()
+        print(f"first training window ({len(ids)} tokens, {self.tokenizer.name}):")
+        print("ids:", ids)
+        print("text:")
+        print(self.tokenizer.decode(ids))
+
     def run(self):
         from tqdm import tqdm
         o, cfg = self.o, self.config
+        if o["show_window"]:
+            self.show_window()
+            return 0
         os.makedirs(o["out_dir"], exist_ok=True)
         tokens_per_step = o["batch_size"] * cfg.block_size * o["grad_accum"]
         print(f"device: {self.backend.name} ({self.backend.xp.__name__} {self.backend.xp.__version__}, {o['dtype']})")
@@ -303,9 +330,8 @@ class Trainer:
               f"{len(self.train_data.tokens):,} train / {len(self.val_data.tokens) if self.val_data else 0:,} validation")
         print(f"tokens per step: {o['batch_size']} x {cfg.block_size} x {o['grad_accum']} = {tokens_per_step:,}")
         if self.step == 0:
-            x, _ = self.train_data.get(0, 0, o["grad_accum"])
             print("first training window:")
-            print(printable(self.tokenizer.decode(x[0].tolist())))
+            print(self.tokenizer.decode(self.first_window()))
             _write_json(os.path.join(o["out_dir"], "config.json"), {"model": cfg.to_dict(), "options": o})
             self.sample("before training")
         else:
@@ -386,13 +412,14 @@ def _write_json(path, obj):
 def main(argv=None):
     from gpt.checkpoint import CheckpointError
     from gpt.data import DataError
+    from gpt.tokenizers import TokenizerChoiceError
     from minigrad import DeviceError
     try:
         opts, saved = resolve_options(argv)
         check_options(opts)
         trainer = Trainer(opts, saved)
         return trainer.run()
-    except (UsageError, DataError, CheckpointError, DeviceError) as e:
+    except (UsageError, DataError, CheckpointError, DeviceError, TokenizerChoiceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -2,11 +2,17 @@
 
 A byte-level corpus file *is* its token stream: it is memory-mapped as uint8 and never
 copied. A directory of text files is one corpus of documents in sorted path order; for the
-byte tokenizer they are joined with a blank line. Batches are windows of T+1 consecutive
+byte tokenizer they are joined with a blank line, for BPE with <|endoftext|>. A BPE corpus is
+tokenized once, on all cores, into a cached binary (uint16 when the vocabulary fits) plus a
+JSON metadata file; the cache is reused while the source files and tokenizer are unchanged
+and rebuilt otherwise. Batches are windows of T+1 consecutive
 tokens (inputs x = window[:-1], targets y = window[1:]), picked either at random or in order;
 the choice depends only on (seed, step, micro-step), so a resumed run sees the same data.
 """
+import hashlib
+import json
 import os
+import sys
 
 import numpy as np
 
@@ -49,6 +55,56 @@ def load_byte_corpus(path):
     if not data:
         raise DataError(f"--data {path}: every text file in the directory is empty")
     return np.frombuffer(data, dtype=np.uint8)
+
+
+def read_text(path):
+    """A document as str. Invalid UTF-8 is replaced by U+FFFD, with a one-line warning
+    giving the byte offset of the first bad byte."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        print(f"warning: {path} is not valid UTF-8 (first bad byte at offset {e.start}); "
+              "invalid bytes are read as U+FFFD", file=sys.stderr)
+        return raw.decode("utf-8", errors="replace")
+
+
+def load_bpe_corpus(path, tokenizer, cache_dir):
+    """Token stream of a file or directory under a BPE tokenizer, via the cache in cache_dir.
+
+    Returns a read-only memmap of tokenizer.token_dtype."""
+    docs = list_documents(path)
+    sources = [[os.path.abspath(d), os.path.getsize(d), os.stat(d).st_mtime_ns] for d in docs]
+    if not any(size for _, size, _ in sources):
+        raise DataError(f"--data {path}: the corpus is empty")
+    dtype = np.dtype(tokenizer.token_dtype)
+    meta = {"format": 1, "tokenizer": tokenizer.identity, "sources": sources, "dtype": dtype.name}
+    key = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:8]
+    stem = os.path.join(cache_dir, f"{os.path.basename(os.path.normpath(path))}-{key}-{tokenizer.name}")
+    bin_path, meta_path = stem + ".bin", stem + ".json"
+    cached = _read_cache_meta(meta_path)
+    if (cached is not None and {k: cached.get(k) for k in meta} == meta
+            and os.path.exists(bin_path) and os.path.getsize(bin_path) == cached["tokens"] * dtype.itemsize):
+        print(f"data: using the tokenized cache {bin_path}")
+    else:
+        tokens = tokenizer.encode_corpus([read_text(d) for d in docs]).astype(dtype, copy=False)
+        os.makedirs(cache_dir, exist_ok=True)
+        tokens.tofile(bin_path + ".tmp")
+        os.replace(bin_path + ".tmp", bin_path)
+        with open(meta_path + ".tmp", "w") as f:
+            json.dump({**meta, "tokens": int(tokens.size)}, f, indent=1)
+        os.replace(meta_path + ".tmp", meta_path)                  # written last: marks the cache valid
+        print(f"data: tokenized {len(docs)} file(s) into {tokens.size:,} tokens, cached at {bin_path}")
+    return np.memmap(bin_path, dtype=dtype, mode="r")
+
+
+def _read_cache_meta(meta_path):
+    try:
+        with open(meta_path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def split_tokens(tokens, val_fraction, block_size):

@@ -1,33 +1,222 @@
-"""Autoregressive sampling from a trained GPT."""
+"""Autoregressive generation: sampling rules, a KV cache, and a streaming generator.
+
+A GPT produces text one token at a time: run the model on the sequence so far, turn the
+logits of the last position into a probability distribution, draw the next token, append
+it, repeat. Two things make this practical:
+
+**The KV cache.** In causal attention a position only looks at itself and the past, so
+the keys and values of earlier tokens never change once computed. Instead of re-running
+the whole sequence for each new token (attention O(T^2) per token, O(T^3) for the whole
+text), we keep every layer's keys and values in preallocated arrays
+
+    k, v: (L, B, H, block_size, hs)
+
+and run the model on the *new* tokens only:
+
+    prefill  the prompt in one forward pass over its T tokens, filling cache[:, :, :, :T]
+    decode   one token at position t: per layer ln_1, q/k/v of that token (1 x C @ C x 3C),
+             write k, v into cache slot t, attend q over slots 0..t, c_proj, ln_2, MLP
+
+Both are the same function (`forward_cached`) on a different number of new tokens, so the
+two paths cannot drift apart. A decode step costs O(t) attention plus the weight matmuls
+of a single token, instead of the whole model over the whole sequence.
+
+**The context window.** GPT-2 adds a *learned absolute* position embedding wpe[t] to each
+token, and every cached key and value is computed from a residual stream that contains it.
+Once the sequence is longer than block_size, the model (as trained) can only be run on the
+last block_size tokens, at positions 0..block_size-1: each token's position drops by one
+every time the window slides, so every cached key and value is stale. Shifting the cache
+left would keep keys computed at the wrong positions and give the model inputs it never
+saw in training. So we do the correct thing: when the window slides, the cache is emptied
+and the last block_size tokens are prefilled again. Past the window every token therefore
+costs one full forward over block_size tokens (the same as having no cache), but the result
+equals the no-cache model on the last block_size tokens exactly, which the tests check.
+
+Sampling happens on the host in float64, over the real vocabulary only (the padding
+columns of the output head are never sampled).
+"""
+import math
+
 import numpy as np
 
+from minigrad import embedding_forward, gelu_forward, get_array_module, layernorm_forward, linear_forward
 
-def sample_next(logits, temperature=1.0, top_k=None, rng=None):
-    """logits (V,) host float array -> one token id. temperature 0 means greedy."""
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def check_sampling(temperature=1.0, top_k=None, top_p=None):
+    """Raise ValueError (one line) if the sampling settings are out of range."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
+    """logits (V,) host array -> one token id (a Python int).
+
+    temperature 0:  greedy, argmax(logits) (top_k and top_p do not matter then).
+    otherwise:      p = softmax(logits / temperature), restricted to
+      top_k:        the k most likely tokens, then
+      top_p:        the nucleus: the smallest set of most likely tokens whose probability
+                    (renormalized after top_k) adds up to at least top_p,
+    renormalized, and one token is drawn from it with `rng` (a numpy Generator).
+    """
     if temperature == 0:
         return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
+    z = logits.astype(np.float64) / temperature                      # (V,)
     if top_k is not None and top_k < z.size:
-        kth = np.partition(z, -top_k)[-top_k]
-        z[z < kth] = -np.inf
-    z -= z.max()
-    probs = np.exp(z)
-    probs /= probs.sum()
-    return int(rng.choice(z.size, p=probs))
+        keep = np.argpartition(-z, top_k - 1)[:top_k]                # (k,) the k largest, unordered
+    else:
+        keep = np.arange(z.size)                                     # (V,)
+    if top_p is not None and top_p < 1:
+        keep = keep[np.argsort(-z[keep], kind="stable")]             # most likely first
+    p = np.exp(z[keep] - z[keep].max())                              # softmax over the kept tokens
+    p /= p.sum()
+    if top_p is not None and top_p < 1:
+        n = int(np.searchsorted(np.cumsum(p), top_p)) + 1            # first prefix with mass >= top_p
+        keep, p = keep[:n], p[:n] / p[:n].sum()
+    cdf = np.cumsum(p)                                               # inverse-CDF draw
+    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    return int(keep[min(i, keep.size - 1)])
 
 
-def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, seed=0):
-    """Yield max_new_tokens new ids after prompt_ids (a list of ints), one at a time.
+# ----------------------------------------------------------------------------- KV cache
 
-    Each step runs the model on the last block_size tokens and samples from the logits of
-    the last position (only the real vocabulary, never the padding)."""
+
+class KVCache:
+    """Keys and values of every layer for the tokens of the current window.
+
+    k, v:    (L, B, H, block_size, hs) arrays on the model's device, preallocated
+    length:  how many positions are filled (the next token goes to position `length`)
+    start:   where the window begins in the whole sequence (0 until the text outgrows
+             block_size; see the module docstring)
+    """
+
+    def __init__(self, model, batch_size=1):
+        cfg, backend = model.config, model.backend
+        shape = (cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        self.k = backend.xp.empty(shape, dtype=backend.dtype)
+        self.v = backend.xp.empty(shape, dtype=backend.dtype)
+        self.length = 0
+        self.start = 0
+
+    def reset(self, start=0):
+        """Forget every cached position; the window now begins at sequence index `start`."""
+        self.length, self.start = 0, start
+
+
+def _attention_step(x, p, h, n_head, k_cache, v_cache, t0):
+    """Causal self-attention for T new positions t0..t0+T-1, reading and extending the cache.
+
+    x (B, T, C) the ln_1 output of the new tokens; k_cache, v_cache (B, H, block_size, hs)
+    of this layer, filled at 0..t0-1. Writes the new keys/values at t0..t0+T-1, then
+        scores = q @ K^T / sqrt(hs) + mask      (B, H, T, S), S = t0 + T cached positions
+        y      = softmax(scores) @ V            (B, H, T, hs) -> (B, T, C) -> c_proj
+    where new token j (position t0 + j) may see positions 0..t0+j (mask -inf beyond).
+    """
+    B, T, C = x.shape
+    hs = C // n_head
+    S = t0 + T
+    qkv, _ = linear_forward(x, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"])   # (B, T, 3C)
+    q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)   # each (B, H, T, hs)
+    k_cache[:, :, t0:S] = k
+    v_cache[:, :, t0:S] = v
+    xp = get_array_module(x)
+    scores = q @ k_cache[:, :, :S].transpose(0, 1, 3, 2)                 # (B, H, T, S)
+    scores *= 1.0 / math.sqrt(hs)
+    scores += xp.triu(xp.full((T, S), -xp.inf, dtype=x.dtype), k=t0 + 1)   # (T, S) causal mask
+    scores -= scores.max(axis=-1, keepdims=True)                         # softmax, in place
+    xp.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    y = scores @ v_cache[:, :, :S]                                       # (B, H, T, hs)
+    y = y.transpose(0, 2, 1, 3).reshape(B, T, C)                         # heads side by side
+    out, _ = linear_forward(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])  # (B, T, C)
+    return out
+
+
+def _block_step(x, p, i, n_head, cache, t0):
+    """Transformer block i on the new positions: x (B, T, C) -> (B, T, C), extending the cache.
+
+        x = x + attn(ln_1(x))                   attention over cached + new keys/values
+        x = x + c_proj(gelu(c_fc(ln_2(x))))     the MLP, position by position
+    """
+    h = f"h.{i}."
+    a, _ = layernorm_forward(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"])
+    x = x + _attention_step(a, p, h, n_head, cache.k[i], cache.v[i], t0)
+    m, _ = layernorm_forward(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"])
+    m, _ = linear_forward(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])        # (B, T, 4C)
+    m, _ = gelu_forward(m)
+    m, _ = linear_forward(m, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])    # (B, T, C)
+    return x + m
+
+
+def forward_cached(model, idx, cache):
+    """Run the model on new tokens only; prefill and decode are both this function.
+
+    idx (B, T) int ids on the model's device, for positions cache.length .. cache.length+T-1
+    (T = the prompt for a prefill, T = 1 for a decode step; cache.length + T <= block_size).
+    Returns logits (B, vocab_size) for the position after the last new token: the real
+    vocabulary only, computed from the last position alone (ln_f and the tied head are
+    position-wise, so the other positions' logits are never needed).
+    """
+    cfg, p = model.config, model.p
+    B, T = idx.shape
+    t0 = cache.length
+    if t0 + T > cfg.block_size:
+        raise ValueError(f"{t0} cached + {T} new tokens exceed block_size {cfg.block_size}")
+    x, _ = embedding_forward(idx, p["wte.weight"], p["wpe.weight"][t0:])   # (B, T, C), positions t0..
+    for i in range(cfg.n_layer):
+        x = _block_step(x, p, i, cfg.n_head, cache, t0)
+    cache.length = t0 + T
+    x, _ = layernorm_forward(x[:, -1], p["ln_f.weight"], p["ln_f.bias"])   # (B, C)
+    logits, _ = linear_forward(x, p["wte.weight"][: cfg.vocab_size].T, None)   # (B, V) tied head
+    return logits
+
+
+def next_token_logits(model, ids, cache=None):
+    """ids: the whole sequence so far (a list of ints) -> host logits (vocab_size,) of the next token.
+
+    The model sees the window ids[-block_size:]. Without a cache this is one full forward
+    over the window. With a cache (one KVCache per growing sequence) only the tokens the
+    cache has not seen are run; when the window has slid since the last call, the cache
+    is emptied and the window prefilled again (see the module docstring for why).
+    """
     cfg, backend = model.config, model.backend
+    start = max(0, len(ids) - cfg.block_size)                            # the window is ids[start:]
+    if cache is None:
+        window = backend.asarray(np.array([ids[start:]], dtype=np.int64))   # (1, T)
+        logits, _ = model.forward(window)                                # (1, T, padded V)
+        return backend.to_host(logits[0, -1, : cfg.vocab_size])
+    if cache.start != start:
+        cache.reset(start)
+    new = backend.asarray(np.array([ids[start + cache.length:]], dtype=np.int64))   # (1, T_new)
+    return backend.to_host(forward_cached(model, new, cache)[0])
+
+
+def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, seed=0,
+             top_p=None, eot_token=None, use_cache=True):
+    """Yield up to max_new_tokens new token ids after prompt_ids, one at a time, as they are made.
+
+    prompt_ids: a non-empty list of ints (only its last block_size tokens are seen).
+    temperature / top_k / top_p: see sample_next; temperature 0 is greedy.
+    seed: the same seed (and settings) gives the same tokens.
+    eot_token: generation stops when this id is drawn (it is not yielded); None never stops early.
+    use_cache: False recomputes the whole window for every token (the reference the tests
+    compare the cache against; the same tokens, slower).
+    """
+    check_sampling(temperature, top_k, top_p)
+    if len(prompt_ids) == 0:
+        raise ValueError("the prompt must hold at least one token")
     rng = np.random.default_rng(seed)
+    cache = KVCache(model) if use_cache else None
     ids = list(prompt_ids)
     for _ in range(max_new_tokens):
-        window = backend.asarray(np.array([ids[-cfg.block_size:]], dtype=np.int64))
-        logits, _ = model.forward(window)
-        last = backend.to_host(logits[0, -1, : cfg.vocab_size])
-        token = sample_next(last, temperature, top_k, rng)
+        token = sample_next(next_token_logits(model, ids, cache), temperature, top_k, top_p, rng)
+        if token == eot_token:
+            return
         ids.append(token)
         yield token

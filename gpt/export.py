@@ -1,0 +1,299 @@
+"""Hugging Face GPT-2 format, out and in.
+
+    python -m gpt.export --out-dir out --hf-dir out/hf
+
+writes a directory that `transformers.GPT2LMHeadModel.from_pretrained(DIR)` loads:
+
+    config.json         a GPT2Config (model_type "gpt2", n_layer, n_head, n_embd, n_positions, ...)
+    model.safetensors   float32 weights named as GPT2LMHeadModel saves them: "transformer.wte.weight",
+                        "transformer.h.0.attn.c_attn.weight", ... (no "lm_head.weight": the head is
+                        tied to wte, and transformers re-ties it on load)
+    vocab.json, merges.txt, tokenizer_config.json
+                        for a model trained with the GPT-2 tokenizer, so GPT2TokenizerFast loads too
+    README.txt          for a byte-level model: the tokenizer is raw UTF-8 bytes (id = byte value)
+
+Our parameter names and layouts *are* GPT-2's (including Conv1D's (in, out) weights used as
+x @ W + b), so both directions are copies: add or strip the "transformer." prefix, drop or
+restore the vocabulary padding rows of wte.
+
+`load_hf_gpt2(dir, backend)` reads such a directory back (ours, or a real GPT-2 checkpoint from
+the Hugging Face hub, whose tensors are un-prefixed and may be F16/BF16) into a GPT.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+from .config import GPTConfig
+from .model import GPT, parameter_shapes
+from .safetensors import SafetensorsError, load_file, save_file
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"      # a checkpoint split into shards
+PREFIX = "transformer."                                   # GPT2LMHeadModel's name for the GPT2Model inside
+GELU_TANH = ("gelu_new", "gelu_pytorch_tanh")             # transformers' names for GELU's tanh form
+EOT_GPT2 = 50256
+
+
+class HFFormatError(ValueError):
+    """A directory is not a GPT-2 checkpoint this project can load; the message says why."""
+
+
+# ----------------------------------------------------------------------------- our checkpoints
+
+
+def load_checkpoint_model(out_dir, backend):
+    """out_dir/ckpt.npz (written by train.py) -> (GPT on `backend`, the checkpoint's meta dict).
+
+    Raises CheckpointError when there is no checkpoint or it does not fit its own config."""
+    path = os.path.join(out_dir, CHECKPOINT_NAME)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint in {out_dir} (expected {path}); "
+                              f"train one first: python train.py --out-dir {out_dir}")
+    arrays, meta = load_checkpoint(path)
+    model = GPT(GPTConfig.from_dict(meta["config"]), backend)
+    if arrays["params"].size != model.params.size:
+        raise CheckpointError(f"{path} holds {arrays['params'].size:,} parameters but its config "
+                              f"needs {model.params.size:,}; the checkpoint is corrupted")
+    model.params[...] = backend.asarray(arrays["params"], dtype=backend.dtype)
+    return model, meta
+
+
+def checkpoint_tokenizer(meta):
+    """The tokenizer a checkpoint was trained with (meta["options"]["tokenizer"]: "byte" or "gpt2")."""
+    from bpe import ByteTokenizer, GPT2Tokenizer
+    kind = meta["options"]["tokenizer"]
+    tokenizer = ByteTokenizer() if kind == "byte" else GPT2Tokenizer.default()
+    if meta.get("tokenizer", tokenizer.identity) != tokenizer.identity:
+        raise CheckpointError(f"the checkpoint was trained with tokenizer {meta['tokenizer']}, but this "
+                              f"install's {kind} tokenizer is {tokenizer.identity}")
+    return tokenizer
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def hf_config(cfg: GPTConfig, eot_token=None):
+    """GPTConfig -> the dict of a transformers GPT2Config (config.json)."""
+    out = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_embd": cfg.n_embd,
+        "n_inner": None,                       # None means 4 * n_embd
+        "n_positions": cfg.block_size,
+        "n_ctx": cfg.block_size,               # older transformers versions read this name
+        "vocab_size": cfg.vocab_size,          # the real vocabulary; our padding is dropped
+        "activation_function": "gelu_new",     # GELU, tanh approximation
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.dropout,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "torch_dtype": "float32",
+    }
+    if eot_token is not None:
+        out.update(bos_token_id=eot_token, eos_token_id=eot_token)
+    return out
+
+
+def export_hf(model, hf_dir, tokenizer=None, local_vocab=None):
+    """Write `model` as a Hugging Face GPT-2 directory (see the module docstring).
+
+    tokenizer: "gpt2" (the full GPT-2 vocabulary: its files are copied), "byte" (a README
+    explains the byte ids) or None (weights and config only). local_vocab: the list mapping
+    this model's ids to GPT-2 ids, for a model trained on a projected vocabulary (written to
+    local_vocab.json and explained in README.txt; no tokenizer files, the ids are not GPT-2's).
+    """
+    cfg = model.config
+    os.makedirs(hf_dir, exist_ok=True)
+    full_gpt2 = tokenizer == "gpt2" and local_vocab is None
+    with open(os.path.join(hf_dir, "config.json"), "w") as f:
+        json.dump(hf_config(cfg, EOT_GPT2 if full_gpt2 else None), f, indent=2)
+    tensors = {PREFIX + name: np.asarray(value, dtype=np.float32) for name, value in model.state_dict().items()}
+    save_file(tensors, os.path.join(hf_dir, WEIGHTS_NAME), metadata={"format": "pt"})
+    if full_gpt2:
+        _write_gpt2_tokenizer(hf_dir, cfg.block_size)
+    elif tokenizer == "byte":
+        _write_readme(hf_dir, "The tokenizer is raw UTF-8 bytes: token id = byte value (0..255).\n"
+                              "Encode: list(text.encode('utf-8')); decode: bytes(ids).decode('utf-8', 'replace').\n"
+                              "There is no end-of-text token.\n")
+    elif local_vocab is not None:
+        with open(os.path.join(hf_dir, "local_vocab.json"), "w") as f:
+            json.dump(list(local_vocab), f)
+        _write_readme(hf_dir, f"This model was trained on a projected GPT-2 vocabulary of {len(local_vocab)} ids.\n"
+                              "local_vocab.json maps each model id (its index) to a GPT-2 token id:\n"
+                              "encode with the GPT-2 tokenizer and map GPT-2 ids to model ids; decode by\n"
+                              "mapping model ids back through the list and decoding with the GPT-2 tokenizer.\n")
+
+
+def _write_gpt2_tokenizer(hf_dir, max_length):
+    from bpe.gpt2 import ASSETS
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(ASSETS / name, os.path.join(hf_dir, name))
+    eot = "<|endoftext|>"
+    with open(os.path.join(hf_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": max_length, "add_prefix_space": False,
+                   "bos_token": eot, "eos_token": eot, "unk_token": eot}, f, indent=2)
+
+
+def _write_readme(hf_dir, text):
+    with open(os.path.join(hf_dir, "README.txt"), "w") as f:
+        f.write("A GPT-2 model exported by this project (load it with transformers.GPT2LMHeadModel).\n\n" + text)
+
+
+def export_checkpoint(out_dir, hf_dir):
+    """out_dir/ckpt.npz -> a Hugging Face directory hf_dir. Returns the model's config."""
+    from minigrad import Backend
+    model, meta = load_checkpoint_model(out_dir, Backend("cpu", "float32"))
+    local_vocab = meta.get("local_vocab")
+    kind = meta["options"]["tokenizer"]
+    if kind == "gpt2" and local_vocab is None:
+        checkpoint_tokenizer(meta)            # the bundled files must be the ones it was trained with
+    export_hf(model, hf_dir, kind, local_vocab)
+    return model.config
+
+
+# ----------------------------------------------------------------------------- import
+
+
+def read_hf_config(hf_dir) -> GPTConfig:
+    """hf_dir/config.json (a transformers GPT2Config) -> GPTConfig.
+
+    Missing fields take GPT2Config's defaults, as transformers does. Raises HFFormatError when
+    the file is absent or unreadable, or describes a model that is not exactly our GPT-2
+    (another architecture, another activation or LayerNorm epsilon, untied head, ...)."""
+    path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(path):
+        raise HFFormatError(f"{hf_dir}: no config.json; expected a Hugging Face GPT-2 directory "
+                            f"(config.json + {WEIGHTS_NAME})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            hf = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HFFormatError(f"{path}: cannot read it as JSON ({e})") from None
+    if not isinstance(hf, dict) or hf.get("model_type") != "gpt2":
+        kind = hf.get("model_type") if isinstance(hf, dict) else None
+        raise HFFormatError(f"{path}: model_type is {kind!r}, not 'gpt2'; only GPT-2 models can be loaded")
+    n_embd = hf.get("n_embd", 768)
+    required = {                       # field: (value this project's GPT-2 needs, GPT2Config default)
+        "activation_function": (GELU_TANH, "gelu_new"),
+        "layer_norm_epsilon": ((1e-5,), 1e-5),
+        "n_inner": ((None, 4 * n_embd), None),
+        "scale_attn_weights": ((True,), True),
+        "scale_attn_by_inverse_layer_idx": ((False,), False),
+        "add_cross_attention": ((False,), False),
+        "tie_word_embeddings": ((True,), True),
+    }
+    for field, (allowed, default) in required.items():
+        if hf.get(field, default) not in allowed:
+            raise HFFormatError(f"{path}: {field} is {hf[field]!r}; this project's GPT-2 needs "
+                                f"{' or '.join(map(repr, allowed))}")
+    try:
+        cfg = GPTConfig(n_layer=hf.get("n_layer", 12), n_head=hf.get("n_head", 12), n_embd=n_embd,
+                        block_size=hf.get("n_positions", 1024), vocab_size=hf.get("vocab_size", 50257),
+                        dropout=float(hf.get("resid_pdrop", 0.1)))
+        cfg.validate()
+    except (TypeError, ValueError) as e:
+        raise HFFormatError(f"{path}: not a usable GPT-2 config ({e})") from None
+    return cfg
+
+
+def read_hf_weights(hf_dir):
+    """{name as in our state dict: host array} from model.safetensors (or its shards).
+
+    Accepts GPT2LMHeadModel names ("transformer.h.0...") and GPT2Model names ("h.0..."); skips
+    the attention-mask buffers old checkpoints carry (".attn.bias" of 4 dims, ".attn.masked_bias")
+    and a "lm_head.weight" that repeats wte (an untied head is an error)."""
+    single, index = os.path.join(hf_dir, WEIGHTS_NAME), os.path.join(hf_dir, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(single):
+        files = [single]
+    elif os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise HFFormatError(f"{index}: malformed shard index ({e})") from None
+        files = [os.path.join(hf_dir, s) for s in shards]
+    else:
+        pickled = [n for n in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
+                   if os.path.isfile(os.path.join(hf_dir, n))]
+        hint = (f"; it has only {pickled[0]}: re-save it with transformers' "
+                "model.save_pretrained(dir, safe_serialization=True)") if pickled else ""
+        raise HFFormatError(f"{hf_dir}: no {WEIGHTS_NAME}{hint}")
+    state = {}
+    for path in files:
+        try:
+            tensors = load_file(path)
+        except (SafetensorsError, OSError) as e:
+            raise HFFormatError(str(e)) from None
+        for name, value in tensors.items():
+            name = name[len(PREFIX):] if name.startswith(PREFIX) else name
+            if name.endswith(".attn.masked_bias") or (name.endswith(".attn.bias") and value.ndim == 4):
+                continue                                       # causal-mask buffers, not parameters
+            state[name] = value
+    head = state.pop("lm_head.weight", None)
+    if head is not None and "wte.weight" in state and not np.array_equal(head, state["wte.weight"]):
+        raise HFFormatError(f"{hf_dir}: lm_head.weight differs from wte.weight; this project's GPT-2 "
+                            "ties the output head to the token embedding")
+    return state
+
+
+def load_hf_gpt2(hf_dir, backend) -> GPT:
+    """A Hugging Face GPT-2 directory -> GPT on `backend`, weights converted to backend.dtype.
+
+    Raises HFFormatError (a ValueError) with a one-line reason when files are missing or do
+    not describe exactly the model the config promises."""
+    cfg = read_hf_config(hf_dir)
+    state = read_hf_weights(hf_dir)
+    expected = dict(parameter_shapes(cfg))
+    expected["wte.weight"] = (cfg.vocab_size, cfg.n_embd)                # the file has no padding
+    missing = [n for n in expected if n not in state]
+    unexpected = [n for n in state if n not in expected]
+    if missing or unexpected:
+        what = f"is missing {missing[0]}" if missing else f"has an unexpected tensor {unexpected[0]}"
+        raise HFFormatError(f"{hf_dir}: the weights do not match config.json: it {what} "
+                            f"({len(missing)} missing, {len(unexpected)} unexpected)")
+    for name, shape in expected.items():
+        if tuple(state[name].shape) != shape:
+            raise HFFormatError(f"{hf_dir}: {name} has shape {list(state[name].shape)}, config.json "
+                                f"implies {list(shape)}")
+        if state[name].dtype.kind != "f":
+            raise HFFormatError(f"{hf_dir}: {name} is {state[name].dtype}, expected floating point")
+    model = GPT(cfg, backend)
+    model.load_state_dict(state)
+    return model
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m gpt.export",
+                                description="Export a checkpoint of this project as a Hugging Face GPT-2 directory.")
+    p.add_argument("--out-dir", default="out", help="the training run's directory, holding ckpt.npz (default: out)")
+    p.add_argument("--hf-dir", required=True, help="directory to write config.json, model.safetensors, ... into")
+    args = p.parse_args(argv)
+    try:
+        cfg = export_checkpoint(args.out_dir, args.hf_dir)
+    except (CheckpointError, HFFormatError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.hf_dir}: GPT-2 with {cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, "
+          f"context {cfg.block_size}, vocabulary {cfg.vocab_size}; "
+          f"load it with transformers.GPT2LMHeadModel.from_pretrained({args.hf_dir!r})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Generate text from a trained model, streaming it token by token.
+
+    python sample.py --out-dir out --prompt "ROMEO:"                 # a checkpoint from train.py
+    python sample.py --out-dir out --prompt "ROMEO:" --temperature 0 # greedy
+    python sample.py --out-dir out --interactive                     # a prompt loop
+    python sample.py --init-from hf_dir --prompt "Hello"             # a Hugging Face GPT-2 directory
+
+Every option is listed by `python sample.py --help`. Generation uses a KV cache
+(see gpt/generate.py); --no-kv-cache recomputes the whole window for each token instead.
+"""
+import argparse
+import codecs
+import json
+import math
+import os
+import sys
+
+DEFAULTS = dict(out_dir="out", init_from=None, prompt="", max_new_tokens=256, temperature=0.8, top_k=None,
+                top_p=None, seed=0, num_samples=1, device="auto", interactive=False, no_kv_cache=False)
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line `error: ...`, exit code 2."""
+
+
+class LineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see python sample.py --help)")
+
+
+def _number(kind, check, bound):
+    """An argparse type: parse `kind` and require check(value); argparse names the flag."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+        if not (math.isfinite(value) and check(value)):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
+
+
+def build_parser():
+    d = DEFAULTS
+    p = LineParser(description="Sample text from a GPT-2 model trained by train.py (or a Hugging Face GPT-2).")
+    p.set_defaults(**d)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--out-dir", help=f"training run directory holding ckpt.npz (default: {d['out_dir']})")
+    src.add_argument("--init-from", metavar="HF_DIR", help="a Hugging Face GPT-2 directory (config.json + model.safetensors) instead")
+    p.add_argument("--prompt", help="text to continue (default: empty, i.e. the start of a document)")
+    p.add_argument("--max-new-tokens", type=_number(int, lambda v: v >= 0, ">= 0"),
+                   help=f"tokens to generate per sample (default: {d['max_new_tokens']})")
+    p.add_argument("--temperature", type=_number(float, lambda v: v >= 0, ">= 0 (0 is greedy)"),
+                   help=f"divide the logits by this; 0 is greedy (default: {d['temperature']})")
+    p.add_argument("--top-k", type=_number(int, lambda v: v >= 1, ">= 1"),
+                   help="sample only among the k most likely tokens")
+    p.add_argument("--top-p", type=_number(float, lambda v: 0 < v <= 1, "in (0, 1]"),
+                   help="nucleus sampling: only the most likely tokens whose probabilities add up to p")
+    p.add_argument("--seed", type=_number(int, lambda v: v >= 0, ">= 0"),
+                   help=f"random seed; sample i uses seed + i (default: {d['seed']})")
+    p.add_argument("--num-samples", type=_number(int, lambda v: v >= 1, ">= 1"),
+                   help=f"how many samples to draw (default: {d['num_samples']})")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"auto uses CUDA when CuPy finds a GPU (default: {d['device']})")
+    p.add_argument("--interactive", action="store_true",
+                   help="prompt loop: type a prompt, watch the continuation; an empty line or Ctrl-D exits, "
+                        "Ctrl-C stops the current generation")
+    p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole window for every token (slow; for comparison)")
+    return p
+
+
+# ----------------------------------------------------------------------------- model and tokenizer
+
+
+class LocalVocabTokenizer:
+    """A GPT-2 tokenizer seen through a projected vocabulary: model id i is GPT-2 id local_vocab[i].
+
+    Encoding drops GPT-2 tokens the model never saw (with a note on stderr)."""
+
+    def __init__(self, base, local_vocab):
+        self.base = base
+        self.to_gpt2 = [int(g) for g in local_vocab]                   # model id -> GPT-2 id
+        self.to_local = {g: i for i, g in enumerate(self.to_gpt2)}      # GPT-2 id -> model id
+        self.vocab_size = len(self.to_gpt2)
+        self.eot_token = self.to_local.get(base.eot_token)
+
+    def encode(self, text, **special):
+        ids = self.base.encode(text, **special)
+        local = [self.to_local[g] for g in ids if g in self.to_local]
+        if len(local) < len(ids):
+            print(f"note: {len(ids) - len(local)} prompt token(s) are not in the model's vocabulary "
+                  "and were left out", file=sys.stderr)
+        return local
+
+    def decode_bytes(self, ids):
+        return self.base.decode_bytes(self.to_gpt2[i] for i in ids)
+
+
+def load_model(o, backend):
+    """-> (GPT, tokenizer) from --out-dir's checkpoint or an --init-from Hugging Face directory."""
+    from bpe import ByteTokenizer, GPT2Tokenizer
+    from gpt.export import checkpoint_tokenizer, load_checkpoint_model, load_hf_gpt2
+    if o["init_from"] is None:
+        model, meta = load_checkpoint_model(o["out_dir"], backend)
+        tokenizer = checkpoint_tokenizer(meta)
+        local_vocab = meta.get("local_vocab")
+    else:
+        hf_dir = o["init_from"]
+        model = load_hf_gpt2(hf_dir, backend)
+        vocab, merges, local = (os.path.join(hf_dir, n) for n in ("vocab.json", "merges.txt", "local_vocab.json"))
+        local_vocab = None
+        if os.path.isfile(vocab) and os.path.isfile(merges):
+            tokenizer = GPT2Tokenizer.from_files(vocab, merges)
+        elif os.path.isfile(local):
+            tokenizer = GPT2Tokenizer.default()
+            with open(local) as f:
+                local_vocab = json.load(f)
+        elif model.config.vocab_size == 256:
+            tokenizer = ByteTokenizer()
+        else:
+            raise UsageError(f"--init-from {hf_dir}: no vocab.json + merges.txt to decode its "
+                             f"{model.config.vocab_size} token ids; add GPT-2's tokenizer files there")
+    if local_vocab is not None:
+        tokenizer = LocalVocabTokenizer(tokenizer, local_vocab)
+    return model, tokenizer
+
+
+def encode_prompt(text, tokenizer, block_size):
+    """Prompt text -> ids (at least one; at most block_size, the latest, with a note on stderr).
+
+    `<|endoftext|>` in the text is the end-of-text token. An empty prompt starts a new document:
+    the end-of-text token when the tokenizer has one, else a newline."""
+    ids = tokenizer.encode(text, allowed_special="all")
+    if not ids:
+        ids = [tokenizer.eot_token] if tokenizer.eot_token is not None else tokenizer.encode("\n")
+    if len(ids) > block_size:
+        print(f"note: the prompt is {len(ids)} tokens, longer than the model's context window of "
+              f"{block_size}; only its last {block_size} tokens are used", file=sys.stderr)
+        ids = ids[-block_size:]
+    return ids
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+class TextStream:
+    """Writes tokens to `out` as text the moment they arrive, flushing each one.
+
+    A token can end in the middle of a multi-byte UTF-8 character (a byte-level model emits
+    one byte at a time; GPT-2 splits rare characters and emoji over several tokens), so the
+    bytes go through an incremental UTF-8 decoder that holds an unfinished character back
+    until its remaining bytes arrive."""
+
+    def __init__(self, tokenizer, out):
+        self.tokenizer, self.out = tokenizer, out
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write(self, token):
+        self.out.write(self.decoder.decode(self.tokenizer.decode_bytes([token])))
+        self.out.flush()
+
+    def close(self):
+        self.out.write(self.decoder.decode(b"", final=True) + "\n")
+        self.out.flush()
+
+
+def stream_sample(model, tokenizer, prompt_ids, o, seed, out):
+    """Generate one sample after prompt_ids and stream it to `out`."""
+    from gpt.generate import generate
+    text = TextStream(tokenizer, out)
+    try:
+        for token in generate(model, prompt_ids, o["max_new_tokens"], o["temperature"], o["top_k"], seed=seed,
+                              top_p=o["top_p"], eot_token=tokenizer.eot_token, use_cache=not o["no_kv_cache"]):
+            text.write(token)
+    finally:
+        text.close()
+
+
+def interactive(model, tokenizer, o, out):
+    """Prompt, stream the continuation, repeat. Empty line or Ctrl-D exits; Ctrl-C stops one generation."""
+    print("type a prompt and press Enter; an empty line or Ctrl-D quits, Ctrl-C stops a generation",
+          file=sys.stderr)
+    seed = o["seed"]
+    while True:
+        try:
+            prompt = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if not prompt:
+            return 0
+        try:
+            stream_sample(model, tokenizer, encode_prompt(prompt, tokenizer, model.config.block_size), o, seed, out)
+        except KeyboardInterrupt:
+            print("[stopped]", file=sys.stderr)
+        seed += 1
+
+
+def run(o):
+    from minigrad import Backend
+    backend = Backend(o["device"], "float32")
+    model, tokenizer = load_model(o, backend)
+    out = sys.stdout
+    if hasattr(out, "reconfigure"):
+        out.reconfigure(errors="replace")    # never fail on a terminal that cannot show a character
+    if o["interactive"]:
+        return interactive(model, tokenizer, o, out)
+    prompt_ids = encode_prompt(o["prompt"], tokenizer, model.config.block_size)
+    for i in range(o["num_samples"]):
+        if o["num_samples"] > 1:
+            out.write(f"--- sample {i + 1} of {o['num_samples']} (seed {o['seed'] + i}) ---\n")
+        out.write(o["prompt"])
+        stream_sample(model, tokenizer, prompt_ids, o, o["seed"] + i, out)
+    return 0
+
+
+def main(argv=None):
+    from bpe import TokenizerFileError
+    from gpt.checkpoint import CheckpointError
+    from gpt.export import HFFormatError
+    from minigrad import DeviceError
+    try:
+        return run(vars(build_parser().parse_args(argv)))
+    except (UsageError, CheckpointError, HFFormatError, TokenizerFileError, DeviceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -72,57 +72,26 @@ def build_parser():
 # ----------------------------------------------------------------------------- model and tokenizer
 
 
-class LocalVocabTokenizer:
-    """A GPT-2 tokenizer seen through a projected vocabulary: model id i is GPT-2 id local_vocab[i].
-
-    Encoding drops GPT-2 tokens the model never saw (with a note on stderr)."""
-
-    def __init__(self, base, local_vocab):
-        self.base = base
-        self.to_gpt2 = [int(g) for g in local_vocab]                   # model id -> GPT-2 id
-        self.to_local = {g: i for i, g in enumerate(self.to_gpt2)}      # GPT-2 id -> model id
-        self.vocab_size = len(self.to_gpt2)
-        self.eot_token = self.to_local.get(base.eot_token)
-
-    def encode(self, text, **special):
-        ids = self.base.encode(text, **special)
-        local = [self.to_local[g] for g in ids if g in self.to_local]
-        if len(local) < len(ids):
-            print(f"note: {len(ids) - len(local)} prompt token(s) are not in the model's vocabulary "
-                  "and were left out", file=sys.stderr)
-        return local
-
-    def decode_bytes(self, ids):
-        return self.base.decode_bytes(self.to_gpt2[i] for i in ids)
-
-
 def load_model(o, backend):
     """-> (GPT, tokenizer) from --out-dir's checkpoint or an --init-from Hugging Face directory."""
     from bpe import ByteTokenizer, GPT2Tokenizer
-    from gpt.export import checkpoint_tokenizer, load_checkpoint_model, load_hf_gpt2
+    from gpt.export import LOCAL_VOCAB_NAME, checkpoint_tokenizer, load_checkpoint_model, load_hf_gpt2
+    from gpt.tokenizers import LocalVocab
     if o["init_from"] is None:
         model, meta = load_checkpoint_model(o["out_dir"], backend)
-        tokenizer = checkpoint_tokenizer(meta)
-        local_vocab = meta.get("local_vocab")
-    else:
-        hf_dir = o["init_from"]
-        model = load_hf_gpt2(hf_dir, backend)
-        vocab, merges, local = (os.path.join(hf_dir, n) for n in ("vocab.json", "merges.txt", "local_vocab.json"))
-        local_vocab = None
-        if os.path.isfile(vocab) and os.path.isfile(merges):
-            tokenizer = GPT2Tokenizer.from_files(vocab, merges)
-        elif os.path.isfile(local):
-            tokenizer = GPT2Tokenizer.default()
-            with open(local) as f:
-                local_vocab = json.load(f)
-        elif model.config.vocab_size == 256:
-            tokenizer = ByteTokenizer()
-        else:
-            raise UsageError(f"--init-from {hf_dir}: no vocab.json + merges.txt to decode its "
-                             f"{model.config.vocab_size} token ids; add GPT-2's tokenizer files there")
-    if local_vocab is not None:
-        tokenizer = LocalVocabTokenizer(tokenizer, local_vocab)
-    return model, tokenizer
+        return model, checkpoint_tokenizer(meta)
+    hf_dir = o["init_from"]                  # tokenizer files as gpt.export writes them
+    model = load_hf_gpt2(hf_dir, backend)
+    vocab, merges, local = (os.path.join(hf_dir, n) for n in ("vocab.json", "merges.txt", LOCAL_VOCAB_NAME))
+    if os.path.isfile(vocab) and os.path.isfile(merges):
+        return model, GPT2Tokenizer.from_files(vocab, merges)
+    if os.path.isfile(local):
+        with open(local) as f:
+            return model, LocalVocab(GPT2Tokenizer.default(), json.load(f))
+    if model.config.vocab_size == 256:
+        return model, ByteTokenizer()
+    raise UsageError(f"--init-from {hf_dir}: no vocab.json + merges.txt to decode its "
+                     f"{model.config.vocab_size} token ids; add the model's tokenizer files there")
 
 
 def encode_prompt(text, tokenizer, block_size):
@@ -131,6 +100,9 @@ def encode_prompt(text, tokenizer, block_size):
     `<|endoftext|>` in the text is the end-of-text token. An empty prompt starts a new document:
     the end-of-text token when the tokenizer has one, else a newline."""
     ids = tokenizer.encode(text, allowed_special="all")
+    if getattr(tokenizer, "last_skipped", 0):               # a LocalVocab drops unseen tokens
+        print(f"note: {tokenizer.last_skipped} prompt token(s) are not in the model's vocabulary "
+              "and were left out", file=sys.stderr)
     if not ids:
         ids = [tokenizer.eot_token] if tokenizer.eot_token is not None else tokenizer.encode("\n")
     if len(ids) > block_size:
@@ -152,11 +124,16 @@ class TextStream:
     until its remaining bytes arrive."""
 
     def __init__(self, tokenizer, out):
-        self.tokenizer, self.out = tokenizer, out
+        from gpt.tokenizers import LocalVocab
+        if isinstance(tokenizer, LocalVocab):                   # model ids -> the base BPE's ids
+            self.token_bytes = lambda i: tokenizer.base.decode_bytes([int(tokenizer.to_base[i])])
+        else:
+            self.token_bytes = lambda i: tokenizer.decode_bytes([i])
+        self.out = out
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def write(self, token):
-        self.out.write(self.decoder.decode(self.tokenizer.decode_bytes([token])))
+        self.out.write(self.decoder.decode(self.token_bytes(token)))
         self.out.flush()
 
     def close(self):
@@ -218,10 +195,11 @@ def main(argv=None):
     from bpe import TokenizerFileError
     from gpt.checkpoint import CheckpointError
     from gpt.export import HFFormatError
+    from gpt.tokenizers import TokenizerChoiceError
     from minigrad import DeviceError
     try:
         return run(vars(build_parser().parse_args(argv)))
-    except (UsageError, CheckpointError, HFFormatError, TokenizerFileError, DeviceError) as e:
+    except (UsageError, CheckpointError, HFFormatError, TokenizerFileError, TokenizerChoiceError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -36,7 +36,7 @@ WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"      # a checkpoint split into shards
 PREFIX = "transformer."                                   # GPT2LMHeadModel's name for the GPT2Model inside
 GELU_TANH = ("gelu_new", "gelu_pytorch_tanh")             # transformers' names for GELU's tanh form
-EOT_GPT2 = 50256
+LOCAL_VOCAB_NAME = "local_vocab.json"                     # see export_hf
 
 
 class HFFormatError(ValueError):
@@ -64,13 +64,15 @@ def load_checkpoint_model(out_dir, backend):
 
 
 def checkpoint_tokenizer(meta):
-    """The tokenizer a checkpoint was trained with (meta["options"]["tokenizer"]: "byte" or "gpt2")."""
-    from bpe import ByteTokenizer, GPT2Tokenizer
-    kind = meta["options"]["tokenizer"]
-    tokenizer = ByteTokenizer() if kind == "byte" else GPT2Tokenizer.default()
+    """The tokenizer a checkpoint was trained with; CheckpointError if this install's differs."""
+    from .tokenizers import TokenizerChoiceError, tokenizer_from_meta
+    try:
+        tokenizer = tokenizer_from_meta(meta)
+    except TokenizerChoiceError as e:
+        raise CheckpointError(f"cannot rebuild the checkpoint's tokenizer: {e}") from None
     if meta.get("tokenizer", tokenizer.identity) != tokenizer.identity:
-        raise CheckpointError(f"the checkpoint was trained with tokenizer {meta['tokenizer']}, but this "
-                              f"install's {kind} tokenizer is {tokenizer.identity}")
+        raise CheckpointError(f"the checkpoint was trained with tokenizer {meta['tokenizer']}, but the "
+                              f"files found now give {tokenizer.identity}")
     return tokenizer
 
 
@@ -107,40 +109,49 @@ def hf_config(cfg: GPTConfig, eot_token=None):
     return out
 
 
-def export_hf(model, hf_dir, tokenizer=None, local_vocab=None):
+def export_hf(model, hf_dir, tokenizer=None, bpe_files=None):
     """Write `model` as a Hugging Face GPT-2 directory (see the module docstring).
 
-    tokenizer: "gpt2" (the full GPT-2 vocabulary: its files are copied), "byte" (a README
-    explains the byte ids) or None (weights and config only). local_vocab: the list mapping
-    this model's ids to GPT-2 ids, for a model trained on a projected vocabulary (written to
-    local_vocab.json and explained in README.txt; no tokenizer files, the ids are not GPT-2's).
+    tokenizer: the model's tokenizer, deciding what else goes into hf_dir:
+      a BPE tokenizer (GPT2Tokenizer)  its vocab.json + merges.txt (bpe_files = (vocab path,
+                                       merges path), default GPT-2's bundled files) and
+                                       tokenizer_config.json; bos/eos = its end-of-text id
+      ByteTokenizer                    README.txt: ids are UTF-8 byte values
+      LocalVocab (projected BPE)       local_vocab.json (model id -> GPT-2 id) and a README.txt;
+                                       no tokenizer files, since the ids are not the BPE's
+      None                             config and weights only
     """
+    from bpe import ByteTokenizer
+    from .tokenizers import LocalVocab
     cfg = model.config
     os.makedirs(hf_dir, exist_ok=True)
-    full_gpt2 = tokenizer == "gpt2" and local_vocab is None
+    is_bpe = tokenizer is not None and not isinstance(tokenizer, (ByteTokenizer, LocalVocab))
     with open(os.path.join(hf_dir, "config.json"), "w") as f:
-        json.dump(hf_config(cfg, EOT_GPT2 if full_gpt2 else None), f, indent=2)
+        json.dump(hf_config(cfg, tokenizer.eot_token if is_bpe else None), f, indent=2)
     tensors = {PREFIX + name: np.asarray(value, dtype=np.float32) for name, value in model.state_dict().items()}
     save_file(tensors, os.path.join(hf_dir, WEIGHTS_NAME), metadata={"format": "pt"})
-    if full_gpt2:
-        _write_gpt2_tokenizer(hf_dir, cfg.block_size)
-    elif tokenizer == "byte":
+    if is_bpe:
+        _write_bpe_tokenizer(hf_dir, bpe_files, cfg.block_size)
+    elif isinstance(tokenizer, ByteTokenizer):
         _write_readme(hf_dir, "The tokenizer is raw UTF-8 bytes: token id = byte value (0..255).\n"
                               "Encode: list(text.encode('utf-8')); decode: bytes(ids).decode('utf-8', 'replace').\n"
                               "There is no end-of-text token.\n")
-    elif local_vocab is not None:
-        with open(os.path.join(hf_dir, "local_vocab.json"), "w") as f:
-            json.dump(list(local_vocab), f)
-        _write_readme(hf_dir, f"This model was trained on a projected GPT-2 vocabulary of {len(local_vocab)} ids.\n"
-                              "local_vocab.json maps each model id (its index) to a GPT-2 token id:\n"
-                              "encode with the GPT-2 tokenizer and map GPT-2 ids to model ids; decode by\n"
-                              "mapping model ids back through the list and decoding with the GPT-2 tokenizer.\n")
+    elif isinstance(tokenizer, LocalVocab):
+        with open(os.path.join(hf_dir, LOCAL_VOCAB_NAME), "w") as f:
+            json.dump(tokenizer.to_base.tolist(), f)
+        _write_readme(hf_dir, f"This model was trained on a projected GPT-2 vocabulary of {tokenizer.vocab_size} ids.\n"
+                              f"{LOCAL_VOCAB_NAME} maps each model id (its index) to a GPT-2 token id: encode\n"
+                              "with the GPT-2 tokenizer and map GPT-2 ids to model ids; decode by mapping model\n"
+                              "ids back through the list and decoding with the GPT-2 tokenizer.\n")
 
 
-def _write_gpt2_tokenizer(hf_dir, max_length):
+def _write_bpe_tokenizer(hf_dir, bpe_files, max_length):
+    """Copy the BPE files under Hugging Face's names (OpenAI's encoder.json / vocab.bpe have
+    the same formats as vocab.json / merges.txt) and say how GPT2Tokenizer should use them."""
     from bpe.gpt2 import ASSETS
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copyfile(ASSETS / name, os.path.join(hf_dir, name))
+    vocab, merges = bpe_files or (ASSETS / "vocab.json", ASSETS / "merges.txt")
+    shutil.copyfile(vocab, os.path.join(hf_dir, "vocab.json"))
+    shutil.copyfile(merges, os.path.join(hf_dir, "merges.txt"))
     eot = "<|endoftext|>"
     with open(os.path.join(hf_dir, "tokenizer_config.json"), "w") as f:
         json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": max_length, "add_prefix_space": False,
@@ -156,11 +167,9 @@ def export_checkpoint(out_dir, hf_dir):
     """out_dir/ckpt.npz -> a Hugging Face directory hf_dir. Returns the model's config."""
     from minigrad import Backend
     model, meta = load_checkpoint_model(out_dir, Backend("cpu", "float32"))
-    local_vocab = meta.get("local_vocab")
-    kind = meta["options"]["tokenizer"]
-    if kind == "gpt2" and local_vocab is None:
-        checkpoint_tokenizer(meta)            # the bundled files must be the ones it was trained with
-    export_hf(model, hf_dir, kind, local_vocab)
+    options = meta["options"]
+    bpe_files = (options["bpe_vocab"], options["bpe_merges"]) if options.get("bpe_vocab") else None
+    export_hf(model, hf_dir, checkpoint_tokenizer(meta), bpe_files)
     return model.config
 
 

@@ -39,11 +39,11 @@ def save_file(tensors, path, metadata=None):
     own dtype (pass float32 arrays for a float32 file); metadata is an optional {str: str}."""
     header, chunks, offset = {}, [], 0
     for name, array in tensors.items():
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)
         dtype = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
         if dtype not in NAMES:
             raise SafetensorsError(f"cannot store tensor {name!r} of dtype {array.dtype}")
-        data = array.astype(dtype, copy=False).tobytes()
+        data = array.astype(dtype, copy=False).tobytes(order="C")
         header[name] = {"dtype": NAMES[dtype], "shape": list(array.shape),
                         "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
@@ -84,7 +84,9 @@ def load_file(path):
     BF16 comes back as float32, exactly (a bfloat16 is the top half of a float32)."""
     header, _, start = read_header(path)
     size = os.path.getsize(path) - start                            # bytes of tensor data
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=start) if size else np.empty(0, np.uint8)
+    data = np.empty(0, np.uint8)
+    if size:                                                         # a plain view of the mapping
+        data = np.memmap(path, dtype=np.uint8, mode="r", offset=start).view(np.ndarray)
     out = {}
     for name, info in header.items():
         try:

@@ -193,9 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     try:
         check_vocab_size(args.vocab_size)
-        tokenizer = train(read_corpus(args.input), args.vocab_size, args.out, show_progress=not args.quiet)
+        texts = read_corpus(args.input)
     except ValueError as e:  # CorpusError, or a bad --vocab-size
         parser.error(str(e))
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)  # fail before the work, not after
+        tokenizer = train(texts, args.vocab_size, args.out, show_progress=not args.quiet)
     except OSError as e:
         parser.error(f"cannot write to --out '{args.out}': {e.strerror or e}")
     if tokenizer.vocab_size < args.vocab_size:

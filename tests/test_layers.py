@@ -1,0 +1,146 @@
+"""The elementwise and per-row pairs: embedding, linear, layernorm, GELU, dropout.
+
+Each pair is checked against float64 central differences (minigrad.gradcheck) for its input and
+every weight, on shapes that include B=1 and T=1; against a direct reference for its forward;
+for accumulation into the weight grads; and for keeping float32 float32.
+"""
+import math
+from functools import partial
+
+import numpy as np
+import pytest
+
+from minigrad import (dropout_backward, dropout_forward, embedding_backward, embedding_forward,
+                      gelu_backward, gelu_forward, layernorm_backward, layernorm_forward,
+                      linear_backward, linear_forward)
+
+SHAPES = [(1, 1), (1, 4), (3, 1), (2, 5)]   # (B, T)
+V, BLOCK, C, OUT = 7, 6, 5, 3               # vocab, context, width, linear output width
+DROP_P, DROP_SEED = 0.3, 5
+
+
+def embedding_case(rng, B, T):
+    idx = rng.integers(0, V, (B, T))
+    idx.flat[-1] = idx.flat[0]                  # at least one repeated id once B*T > 1
+    tensors = {"wte": rng.standard_normal((V, C)), "wpe": rng.standard_normal((BLOCK, C))}
+    return partial(embedding_forward, idx), embedding_backward, tensors, None
+
+
+def linear_case(rng, B, T, bias=True):
+    tensors = {"x": rng.standard_normal((B, T, C)), "w": rng.standard_normal((C, OUT))}
+    if bias:
+        tensors["b"] = rng.standard_normal(OUT)
+        return linear_forward, linear_backward, tensors, "x"
+    return partial(linear_forward, b=None), partial(linear_backward, db=None), tensors, "x"
+
+
+def layernorm_case(rng, B, T):
+    tensors = {"x": 2 * rng.standard_normal((B, T, C)) + 0.5,
+               "weight": 1 + 0.3 * rng.standard_normal(C), "bias": rng.standard_normal(C)}
+    return layernorm_forward, layernorm_backward, tensors, "x"
+
+
+def gelu_case(rng, B, T):
+    return gelu_forward, gelu_backward, {"x": 2 * rng.standard_normal((B, T, C))}, "x"
+
+
+def dropout_case(rng, B, T):
+    """A fresh Generator with the same seed on every forward call: every call draws the same mask."""
+    forward = lambda x: dropout_forward(x, DROP_P, np.random.default_rng(DROP_SEED))
+    return forward, dropout_backward, {"x": rng.standard_normal((B, T, C))}, "x"
+
+
+CASES = {"embedding": embedding_case, "linear": linear_case,
+         "linear_nobias": partial(linear_case, bias=False), "layernorm": layernorm_case,
+         "gelu": gelu_case, "dropout": dropout_case}
+WEIGHTED = ["embedding", "linear", "linear_nobias", "layernorm"]
+
+
+def make(pair, name, B=2, T=5, seed=0):
+    return pair(*CASES[name](np.random.default_rng(seed), B, T))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"B{s[0]}T{s[1]}")
+@pytest.mark.parametrize("name", CASES)
+def test_gradients_match_finite_differences(pair, name, shape):
+    """Backward == float64 central differences for the input and every weight."""
+    make(pair, name, *shape).gradcheck()
+
+
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_backward_accumulates_weight_grads(pair, name):
+    """Calling backward twice into the same grad arrays doubles them."""
+    make(pair, name).check_accumulates()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_float32_stays_float32(pair, name):
+    """float32 in: float32 output, input gradient and weight gradients, no float64 on the way."""
+    make(pair, name).check_dtype(np.float32)
+
+
+def test_forwards_match_direct_formulas():
+    """Each forward equals its textbook formula written out independently."""
+    rng = np.random.default_rng(2)
+    B, T = 2, 4
+    x, w, b = rng.standard_normal((B, T, C)), rng.standard_normal((C, OUT)), rng.standard_normal(OUT)
+    np.testing.assert_allclose(linear_forward(x, w, b)[0], np.einsum("btc,co->bto", x, w) + b, rtol=1e-12)
+    np.testing.assert_allclose(linear_forward(x, w, None)[0], np.einsum("btc,co->bto", x, w), rtol=1e-12)
+
+    g, beta = rng.standard_normal(C), rng.standard_normal(C)
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    np.testing.assert_allclose(layernorm_forward(x, g, beta)[0], (x - mu) / np.sqrt(var + 1e-5) * g + beta,
+                               rtol=1e-12, atol=1e-12)
+
+    gelu = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    np.testing.assert_allclose(gelu_forward(x)[0], gelu, rtol=1e-12, atol=1e-15)
+
+    idx = rng.integers(0, V, (B, T))
+    wte, wpe = rng.standard_normal((V, C)), rng.standard_normal((BLOCK, C))
+    expected = np.array([[wte[idx[i, t]] + wpe[t] for t in range(T)] for i in range(B)])
+    np.testing.assert_array_equal(embedding_forward(idx, wte, wpe)[0], expected)
+
+
+def test_embedding_scatter_add_with_repeated_ids():
+    """dwte sums every row of a repeated id (an explicit loop as reference); dwpe sums over batch."""
+    rng = np.random.default_rng(3)
+    B, T = 4, 6
+    idx = rng.integers(0, 3, (B, T))                 # 24 positions over 3 ids: many repeats
+    assert len(np.unique(idx)) < idx.size
+    wte, wpe = rng.standard_normal((V, C)), rng.standard_normal((BLOCK, C))
+    dout = rng.standard_normal((B, T, C))
+    _, cache = embedding_forward(idx, wte, wpe)
+    dwte, dwpe = np.zeros_like(wte), np.zeros_like(wpe)
+    assert embedding_backward(dout, cache, dwte, dwpe) is None
+    ref_wte, ref_wpe = np.zeros_like(wte), np.zeros_like(wpe)
+    for i in range(B):
+        for t in range(T):
+            ref_wte[idx[i, t]] += dout[i, t]
+            ref_wpe[t] += dout[i, t]
+    np.testing.assert_allclose(dwte, ref_wte, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dwpe, ref_wpe, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("p, train", [(0.0, True), (0.5, False)])
+def test_dropout_off_is_identity(p, train):
+    """p == 0 or evaluation returns the input itself, and backward passes dout through."""
+    x, dout = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
+    out, cache = dropout_forward(x, p, np.random.default_rng(0), train)
+    assert out is x
+    assert dropout_backward(dout, cache) is dout
+
+
+def test_dropout_zeroes_fraction_p_and_rescales_survivors():
+    """On 10^6 elements the zeroed fraction is p (within 5 sigma); survivors are x / (1 - p);
+    backward zeroes the same positions and scales the rest the same way."""
+    p, n = 0.25, 1000
+    rng = np.random.default_rng(4)
+    x = rng.uniform(1, 2, (n, n)).astype(np.float32)        # no zeros of its own
+    out, cache = dropout_forward(x, p, rng)
+    dropped = out == 0
+    assert abs(dropped.mean() - p) < 5 * math.sqrt(p * (1 - p) / x.size)
+    np.testing.assert_allclose(out[~dropped], x[~dropped] / (1 - p), rtol=1e-6)
+    dout = rng.uniform(1, 2, (n, n)).astype(np.float32)
+    dx = dropout_backward(dout, cache)
+    np.testing.assert_array_equal(dx == 0, dropped)
+    np.testing.assert_allclose(dx[~dropped], dout[~dropped] / (1 - p), rtol=1e-6)

@@ -1,0 +1,184 @@
+"""Training-step throughput: tokens/s, forward/backward/optimizer split, peak memory and MFU,
+optionally raced against the same model in PyTorch eager, run for run.
+
+    python bench/train_step.py --preset medium --vocab-size 65 --block-size 256 --batch-size 16 --vs-torch
+    python bench/train_step.py --preset gpt2 --block-size 64 --batch-size 4 --vs-torch
+
+A step is what train.py does per optimizer step: zero grads, forward, backward, clip the
+global norm, AdamW. Each framework uses all cores. MFU = model FLOPs per second / the float32
+matmul peak measured here in the same run, with model FLOPs per token = 6 N + 12 L T C
+(N = non-embedding parameters; PaLM's accounting). The lm-head matmul (6 V C per token) is
+real work that formula leaves out, so the table also gives MFU with the head counted.
+Peak memory is measured in a fresh subprocess per framework (peak RSS during two steps).
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from gpt.config import PRESETS, GPTConfig  # noqa: E402
+from gpt.model import GPT  # noqa: E402
+from minigrad import AdamW, Backend, clip_grad_norm  # noqa: E402
+
+
+def matmul_peak_gflops(n=2048, reps=7):
+    """Median float32 GFLOP/s of an n x n x n NumPy matmul (OpenBLAS, all cores)."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), np.float32)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        np.matmul(a, b, out=out)
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times[1:]) / 1e9
+
+
+def flops_per_token(cfg):
+    """(6 N_non_embedding + 12 L T C, the same plus the lm head's 6 V C)."""
+    C, L, T = cfg.n_embd, cfg.n_layer, cfg.block_size
+    n_non_embedding = L * (12 * C * C + 13 * C) + 2 * C
+    model = 6 * n_non_embedding + 12 * L * T * C
+    return model, model + 6 * cfg.vocab_size * C
+
+
+class OursStep:
+    name = "minigrad"
+
+    def __init__(self, cfg, batch_size, seed=0):
+        self.model = GPT(cfg, Backend("cpu", "float32"), seed=seed)
+        self.opt = AdamW(self.model.params, self.model.grads, self.model.decay_mask())
+        rng = np.random.default_rng(seed)
+        self.x = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
+        self.y = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
+
+    def step(self):
+        """-> (forward s, backward s, optimizer s)."""
+        t0 = time.perf_counter()
+        self.model.zero_grad()
+        self.model.forward(self.x, self.y)
+        t1 = time.perf_counter()
+        self.model.backward()
+        t2 = time.perf_counter()
+        clip_grad_norm(self.model.grads, 1.0)
+        self.opt.step(1e-4)
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+
+class TorchStep:
+    name = "pytorch"
+
+    def __init__(self, cfg, batch_size, seed=0):
+        import torch
+        from bench.torch_gpt import TorchGPT
+        torch.set_num_threads(os.cpu_count())
+        torch.manual_seed(seed)
+        self.torch = torch
+        self.model = TorchGPT(cfg)
+        self.opt = self.model.optimizer()
+        rng = np.random.default_rng(seed)
+        self.x = torch.from_numpy(rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size)))
+        self.y = torch.from_numpy(rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size)))
+
+    def step(self):
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.model(self.x, self.y)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+
+def config_from(args):
+    return GPTConfig.preset(args.preset, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+                            block_size=args.block_size, vocab_size=args.vocab_size)
+
+
+def peak_memory(framework, argv):
+    """Peak RSS (MiB) of a fresh process doing two steps, and its RSS before the model."""
+    out = subprocess.run([sys.executable, __file__, *argv, "--memory-probe", framework],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_probe(framework, cfg, batch_size):
+    def rss_mib():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    if framework == "pytorch":
+        import torch  # noqa: F401  (import cost belongs to the baseline)
+    base = rss_mib()
+    runner = (TorchStep if framework == "pytorch" else OursStep)(cfg, batch_size)
+    runner.step()
+    runner.step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mib": peak, "step_mib": peak - base}))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="gpt2", choices=list(PRESETS))
+    p.add_argument("--n-layer", type=int)
+    p.add_argument("--n-head", type=int)
+    p.add_argument("--n-embd", type=int)
+    p.add_argument("--block-size", type=int)
+    p.add_argument("--vocab-size", type=int, default=50257)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--runs", type=int, default=5, help="timed steps per framework (after one warm-up step)")
+    p.add_argument("--vs-torch", action="store_true", help="race PyTorch eager, interleaved run for run")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    cfg = config_from(args)
+    if args.memory_probe:
+        return memory_probe(args.memory_probe, cfg, args.batch_size)
+    argv = [a for a in sys.argv[1:] if a not in ("--vs-torch", "--no-memory")]
+
+    runners = [OursStep(cfg, args.batch_size)]
+    if args.vs_torch:
+        runners.append(TorchStep(cfg, args.batch_size))
+    peak = matmul_peak_gflops()
+    times = {r.name: [] for r in runners}
+    for run in range(args.runs + 1):                      # run 0 warms up
+        for r in runners:
+            t = r.step()
+            if run:
+                times[r.name].append(t)
+        peak = max(peak, matmul_peak_gflops(reps=3)) if run == args.runs // 2 else peak
+
+    tokens = args.batch_size * cfg.block_size
+    f_model, f_head = flops_per_token(cfg)
+    print(f"config: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, vocab {cfg.vocab_size}, "
+          f"T={cfg.block_size}, B={args.batch_size}; {os.cpu_count()} cores; matmul peak {peak:.0f} GFLOP/s")
+    header = "| framework | tokens/s | step s | fwd s | bwd s | opt s | MFU | MFU+head | peak MiB | step MiB |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    rates = {}
+    for r in runners:
+        steps = times[r.name]
+        total = statistics.median(sum(t) for t in steps)
+        fwd, bwd, opt = (statistics.median(t[i] for t in steps) for i in range(3))
+        rates[r.name] = tokens / total
+        mem = {"peak_mib": float("nan"), "step_mib": float("nan")} if args.no_memory else peak_memory(r.name, argv)
+        print(f"| {r.name} | {rates[r.name]:,.0f} | {total:.3f} | {fwd:.3f} | {bwd:.3f} | {opt:.3f} | "
+              f"{f_model * rates[r.name] / (peak * 1e9):.2f} | {f_head * rates[r.name] / (peak * 1e9):.2f} | "
+              f"{mem['peak_mib']:,.0f} | {mem['step_mib']:,.0f} |")
+    if args.vs_torch:
+        print(f"ratio minigrad / pytorch tokens/s: {rates['minigrad'] / rates['pytorch']:.2f} "
+              f"(medians of {args.runs} interleaved steps each)")
+
+
+if __name__ == "__main__":
+    main()

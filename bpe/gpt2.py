@@ -12,6 +12,7 @@ Step 2 is the slow part, and real text repeats the same pieces endlessly, so res
 kept in a dict from piece to ids. Decoding concatenates the bytes of each id.
 """
 
+from functools import cache
 from itertools import chain
 from pathlib import Path
 
@@ -49,8 +50,9 @@ class GPT2Tokenizer(Tokenizer):
 
     @classmethod
     def default(cls) -> "GPT2Tokenizer":
-        """GPT-2's own tokenizer, from the copy of its files bundled in ``bpe/assets/gpt2``."""
-        return cls.from_files(ASSETS / "vocab.json", ASSETS / "merges.txt")
+        """GPT-2's own tokenizer, from the copy of its files bundled in ``bpe/assets/gpt2``
+        (read once per process; the tables are never modified, so instances share them)."""
+        return cls(_bundled_gpt2_files())
 
     def encode_ordinary(self, text: str) -> list[int]:
         ids: list[int] = []
@@ -63,12 +65,21 @@ class GPT2Tokenizer(Tokenizer):
             return self.encode_ordinary(replace_surrogates(text))
         return ids
 
+    def __getstate__(self) -> dict:
+        # Pickled for worker processes (under "spawn"): send the tables, not the cache.
+        return {**self.__dict__, "_cache": _PieceCache(self._encode_piece)}
+
     def _encode_piece(self, piece: str) -> tuple[int, ...]:
         data = piece.encode("utf-8")
         token = self._encoder.get(data)
         if token is not None:
             return (token,)
         return tuple(map(self._encoder.__getitem__, bpe_merge(data, self._merge_ranks)))
+
+
+@cache
+def _bundled_gpt2_files() -> BPEFiles:
+    return read_bpe_files(ASSETS / "vocab.json", ASSETS / "merges.txt")
 
 
 class _PieceCache(dict):

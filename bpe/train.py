@@ -34,7 +34,6 @@ import heapq
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -50,13 +49,16 @@ MIN_VOCAB_SIZE = 256 + 1  # every byte, plus <|endoftext|>
 Pair = tuple[int, int]
 
 
-def count_words(texts: Iterable[str]) -> Counter[bytes]:
+def count_words(texts: list[str], show_progress: bool = False) -> Counter[bytes]:
     """How often each pre-token occurs, as UTF-8 bytes. ``<|endoftext|>`` separates text."""
     counts: Counter[str] = Counter()
-    for text in texts:
-        for document in text.split(ENDOFTEXT):
-            for chunk in split_at_safe_cuts(document, 1 << 20):
-                counts.update(pretokenize(chunk))
+    with tqdm(total=sum(map(len, texts)), unit="char", unit_scale=True, desc="counting pieces", disable=not show_progress) as bar:
+        for text in texts:
+            for document in text.split(ENDOFTEXT):
+                for chunk in split_at_safe_cuts(document, 1 << 20):
+                    counts.update(pretokenize(chunk))
+                    bar.update(len(chunk))
+            bar.update(text.count(ENDOFTEXT) * len(ENDOFTEXT))
     words: Counter[bytes] = Counter()
     for piece, count in counts.items():
         words[piece.encode("utf-8", errors="replace")] += count  # a lone surrogate encodes as "?"
@@ -129,12 +131,12 @@ def _merge_word(symbols: list[int], a: int, b: int, new: int) -> list[int]:
     return out
 
 
-def train(texts: Iterable[str], vocab_size: int, out_dir: str | Path, show_progress: bool = True) -> GPT2Tokenizer:
+def train(texts: list[str], vocab_size: int, out_dir: str | Path, show_progress: bool = True) -> GPT2Tokenizer:
     """Learn a vocabulary of ``vocab_size`` ids (fewer if the corpus runs out of pairs)
     from ``texts``, write ``vocab.json`` and ``merges.txt`` into ``out_dir``, and return
     the tokenizer loaded back from them."""
     check_vocab_size(vocab_size)
-    merges = learn_merges(count_words(texts), vocab_size - MIN_VOCAB_SIZE, show_progress)
+    merges = learn_merges(count_words(texts, show_progress), vocab_size - MIN_VOCAB_SIZE, show_progress)
     tokens = [bytes([b]) for b in range(256)]
     tokens += dict.fromkeys(left + right for left, right in merges)  # in order, without repeats
     return GPT2Tokenizer.from_files(*write_bpe_files(out_dir, tokens, merges, {ENDOFTEXT: len(tokens)}))

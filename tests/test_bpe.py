@@ -134,3 +134,13 @@ def test_cache_stays_bounded(gpt2, monkeypatch):
     long_piece = "x" * 1000
     tok.encode(long_piece)
     assert long_piece not in tok._cache
+
+
+def test_pickling_sends_tables_not_the_cache(gpt2):
+    """Worker processes started with "spawn" (macOS, Windows) receive a pickled tokenizer."""
+    import pickle
+
+    gpt2.encode("warm the cache")
+    copy = pickle.loads(pickle.dumps(gpt2))
+    assert len(copy._cache) == 0
+    assert copy.encode("warm the cache, then more") == gpt2.encode("warm the cache, then more")

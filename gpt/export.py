@@ -258,12 +258,15 @@ def read_hf_weights(hf_dir):
     return state
 
 
-def load_hf_gpt2(hf_dir, backend) -> GPT:
+def load_hf_gpt2(hf_dir, backend, dropout=None) -> GPT:
     """A Hugging Face GPT-2 directory -> GPT on `backend`, weights converted to backend.dtype.
 
+    dropout: overrides config.json's resid_pdrop (which is GPT-2's 0.1 for OpenAI's weights).
     Raises HFFormatError (a ValueError) with a one-line reason when files are missing or do
     not describe exactly the model the config promises."""
     cfg = read_hf_config(hf_dir)
+    if dropout is not None:
+        cfg = cfg.replace(dropout=dropout)
     state = read_hf_weights(hf_dir)
     expected = dict(parameter_shapes(cfg))
     expected["wte.weight"] = (cfg.vocab_size, cfg.n_embd)                # the file has no padding

@@ -112,6 +112,7 @@ def test_export_then_import_is_bit_identical(tmp_path):
     back = load_hf_gpt2(tmp_path, CPU)
     assert back.config == model.config
     np.testing.assert_array_equal(back.params, model.params)         # padding rows included (zero)
+    assert load_hf_gpt2(tmp_path, CPU, dropout=0.2).config == model.config.replace(dropout=0.2)
 
 
 def test_exported_files(tmp_path):

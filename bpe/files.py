@@ -31,7 +31,7 @@ class BPEFiles(NamedTuple):
     digest: str  # sha256 of the parsed content (the same for vocab.json and encoder.json)
 
 
-def is_special_token(token: str) -> bool:
+def _is_special_token(token: str) -> bool:
     return len(token) > 4 and token.startswith("<|") and token.endswith("|>")
 
 
@@ -57,7 +57,7 @@ def read_bpe_files(vocab_path: str | Path, merges_path: str | Path) -> BPEFiles:
         data = spelled[token]
         if data is not None and (len(data) == 1 or data in merge_ranks):
             tokens[i] = data
-        elif is_special_token(token):
+        elif _is_special_token(token):
             tokens[i] = token.encode("utf-8")
             special_tokens[token] = i
         else:

@@ -35,8 +35,10 @@ def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, rn
     B, T, C = x.shape
     hs = C // n_head
     qkv, qkv_cache = linear_forward(x, w_qkv, b_qkv)                 # (B, T, 3C)
-    qkv = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)   # (3, B, H, T, hs)
-    q, k, v = qkv[0], qkv[1], qkv[2]                                  # (B, H, T, hs) views
+    # One copy into head-major layout: NumPy's batched matmul is only fast (BLAS per head)
+    # on contiguous (T, hs) slices; on strided views it falls back to a slow loop.
+    qkv = xp.ascontiguousarray(qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4))  # (3, B, H, T, hs)
+    q, k, v = qkv[0], qkv[1], qkv[2]                                  # (B, H, T, hs)
     scale = 1.0 / math.sqrt(hs)
     probs = q @ k.transpose(0, 1, 3, 2)                               # (B, H, T, T) scores
     probs *= scale
@@ -60,7 +62,7 @@ def attention_backward(dout, cache, dw_qkv, db_qkv, dw_proj, db_proj):
     hs = C // n_head
     scale = 1.0 / math.sqrt(hs)
     dy = linear_backward(dout, proj_cache, dw_proj, db_proj)          # (B, T, C)
-    dy = dy.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)           # (B, H, T, hs)
+    dy = xp.ascontiguousarray(dy.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3))   # (B, H, T, hs)
     dqkv = xp.empty((3, B, n_head, T, hs), dtype=dout.dtype)          # dq, dk, dv
     xp.matmul(probs_dropped.transpose(0, 1, 3, 2), dy, out=dqkv[2])   # dv = probs^T @ dy
     dprobs = dy @ v.transpose(0, 1, 3, 2)                             # (B, H, T, T)

@@ -8,9 +8,10 @@ each position, takes the first alternative that matches:
     ' ?\\p{L}+'                 a run of letters, with at most one leading space
     ' ?\\p{N}+'                 a run of digits/numerals, with at most one leading space
     ' ?[^\\s\\p{L}\\p{N}]+'       a run of other symbols, with at most one leading space
-    '\\s+(?!\\S)'                whitespace, leaving the last space to the next word
-    '\\s+'                      any other whitespace (a lone one before a non-space,
-                                or a run at the end of the text)
+    '\\s+(?!\\S)'                whitespace, leaving its last character to what follows
+                                (all of it at the end of the text)
+    '\\s+'                      that last character, when the next piece cannot take it
+                                as its leading space (only " " can): "a\\nb" -> "a", "\\n", "b"
 
 So "Hello  world\\n" becomes ["Hello", " ", " world", "\\n"]. tiktoken writes the same
 pattern with possessive quantifiers and an extra ``\\s++$``; the pieces are identical.

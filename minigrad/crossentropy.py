@@ -20,17 +20,18 @@ def cross_entropy_forward(logits, targets, ignore_index=-1, vocab_size=None):
     xp = get_array_module(logits)
     Vp = logits.shape[-1]
     V = Vp if vocab_size is None else vocab_size
-    z = logits.reshape(-1, Vp)[:, :V]                   # (N, V) a view, padding left out
+    z = logits.reshape(-1, Vp)                          # (N, Vp)
     t = targets.reshape(-1)                             # (N,)
     valid = t != ignore_index                           # (N,) bool
     n_valid = int(valid.sum())
     rows = xp.arange(t.shape[0])
     t_safe = xp.where(valid, t, 0)
-    probs = z - z.max(axis=1, keepdims=True)            # (N, V) shifted logits, max 0
+    probs = z - z[:, :V].max(axis=1, keepdims=True)     # (N, Vp) shifted logits, max 0
+    probs[:, V:] = -xp.inf                              # padding: exp(-inf) = 0, no probability
     target_z = probs[rows, t_safe]                      # (N,) shifted target logits
     xp.exp(probs, out=probs)
     sumexp = probs.sum(axis=1)                          # (N,) in [1, V]
-    probs /= sumexp[:, None]                            # (N, V) softmax
+    probs *= (1.0 / sumexp)[:, None]                    # (N, Vp) softmax
     nll = xp.log(sumexp) - target_z                     # (N,)
     loss = (nll * valid).sum() / max(n_valid, 1)
     return loss, (probs, rows, t_safe, valid, n_valid, logits.shape)
@@ -39,12 +40,7 @@ def cross_entropy_forward(logits, targets, ignore_index=-1, vocab_size=None):
 def cross_entropy_backward(dloss, cache):
     """dloss: upstream scalar (1.0 for the loss itself) -> dlogits (B, T, Vp)."""
     probs, rows, t_safe, valid, n_valid, shape = cache
-    xp = get_array_module(probs)
-    dz = probs                                          # (N, V) reused in place
+    dz = probs                                          # (N, Vp) reused in place; padding stays 0
     dz[rows, t_safe] -= 1.0
     dz *= (valid * (float(dloss) / max(n_valid, 1)))[:, None].astype(dz.dtype)
-    if dz.shape[1] == shape[-1]:
-        return dz.reshape(shape)
-    dlogits = xp.zeros((dz.shape[0], shape[-1]), dtype=dz.dtype)   # padding columns stay 0
-    dlogits[:, : dz.shape[1]] = dz
-    return dlogits.reshape(shape)
+    return dz.reshape(shape)

@@ -20,7 +20,11 @@ def linear_backward(dout, cache, dw, db):
     x, w = cache
     x2 = x.reshape(-1, x.shape[-1])                  # (N, IN)
     dout2 = dout.reshape(-1, dout.shape[-1])         # (N, OUT)
-    dw += x2.T @ dout2                               # (IN, OUT)
+    if dw.flags.f_contiguous and not dw.flags.c_contiguous:   # a transposed view (the tied head)
+        dw_t = dw.T                                  # (OUT, IN), contiguous: accumulate in that
+        dw_t += dout2.T @ x2                         # order instead of through strided writes
+    else:
+        dw += x2.T @ dout2                           # (IN, OUT)
     if db is not None:
         db += dout2.sum(axis=0)                      # (OUT,)
     return (dout2 @ w.T).reshape(x.shape)            # (..., IN)

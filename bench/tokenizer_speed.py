@@ -12,6 +12,7 @@ wall-clock seconds: on a busy machine they still show the work done.
 """
 
 import argparse
+import multiprocessing
 import os
 import resource
 import sys
@@ -47,6 +48,27 @@ def timed(encode, text: str) -> tuple[np.ndarray, float, float]:
     return np.asarray(ids, dtype=np.uint32), wall, cpu
 
 
+def _spin(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def parallel_speedup(processes: int, n: int = 10_000_000) -> float:
+    """The speedup the machine gives right now: ``processes`` equal pure-Python loops in
+    as many processes, against one loop in this process (ideal: ``processes``)."""
+    start = time.perf_counter()
+    _spin(n)
+    one = time.perf_counter() - start
+    with multiprocessing.Pool(processes) as pool:
+        pool.map(_spin, [1] * processes)  # start the workers before timing
+        start = time.perf_counter()
+        pool.map(_spin, [n] * processes)
+        many = time.perf_counter() - start
+    return processes * one / many
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", type=Path, default=ROOT.parent / "shared" / "corpus" / "large.txt")
@@ -59,7 +81,9 @@ def main() -> int:
     megabytes = len(text.encode("utf-8")) / 1e6
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"{args.path}: {megabytes:.1f} MB, {len(text):,} characters; {cores} cores, "
-          f"load average {os.getloadavg()[0]:.1f} (other work on the machine slows every run)")
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"parallel capacity now: {cores} processes of a pure-Python loop run {parallel_speedup(cores):.2f}x "
+          f"as fast as one (ideal {cores}x; less means other work shares the cores)")
 
     runs = {
         "bpe, 1 process": lambda t: GPT2Tokenizer.default().encode_ordinary(t),

@@ -147,7 +147,8 @@ def stream_sample(model, tokenizer, prompt_ids, o, seed, out):
     text = TextStream(tokenizer, out)
     try:
         for token in generate(model, prompt_ids, o["max_new_tokens"], o["temperature"], o["top_k"], seed=seed,
-                              top_p=o["top_p"], eot_token=tokenizer.eot_token, use_cache=not o["no_kv_cache"]):
+                              top_p=o["top_p"], eot_token=tokenizer.eot_token, use_cache=not o["no_kv_cache"],
+                              vocab_size=tokenizer.vocab_size):
             text.write(token)
     finally:
         text.close()

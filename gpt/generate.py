@@ -198,7 +198,7 @@ def next_token_logits(model, ids, cache=None):
 
 
 def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, seed=0,
-             top_p=None, eot_token=None, use_cache=True):
+             top_p=None, eot_token=None, use_cache=True, vocab_size=None):
     """Yield up to max_new_tokens new token ids after prompt_ids, one at a time, as they are made.
 
     prompt_ids: a non-empty list of ints (only its last block_size tokens are seen).
@@ -207,6 +207,8 @@ def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, see
     eot_token: generation stops when this id is drawn (it is not yielded); None never stops early.
     use_cache: False recomputes the whole window for every token (the reference the tests
     compare the cache against; the same tokens, slower).
+    vocab_size: sample only ids below this (default: the model's vocab_size), e.g. a tokenizer's
+    vocabulary when the model's head was made wider than it.
     """
     check_sampling(temperature, top_k, top_p)
     if len(prompt_ids) == 0:
@@ -215,7 +217,8 @@ def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, see
     cache = KVCache(model) if use_cache else None
     ids = list(prompt_ids)
     for _ in range(max_new_tokens):
-        token = sample_next(next_token_logits(model, ids, cache), temperature, top_k, top_p, rng)
+        logits = next_token_logits(model, ids, cache)[:vocab_size]     # (V,)
+        token = sample_next(logits, temperature, top_k, top_p, rng)
         if token == eot_token:
             return
         ids.append(token)

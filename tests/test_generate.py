@@ -101,6 +101,14 @@ def test_padding_columns_are_never_sampled():
             assert out and max(out) < V
 
 
+def test_vocab_size_limits_the_ids_sampled():
+    """A tokenizer smaller than the model's head: only its ids may come out."""
+    model = tiny_model()
+    for temperature in (0.0, 5.0):
+        out = list(generate(model, [1], 40, temperature=temperature, vocab_size=7))
+        assert len(out) == 40 and max(out) < 7
+
+
 def test_generate_is_a_stream():
     """Tokens come out one by one, before the rest are computed."""
     model = tiny_model()

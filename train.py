@@ -27,7 +27,7 @@ DEFAULTS = dict(
     weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_steps=20,
     val_fraction=0.1, sampling="random", target_loss=None, out_dir="out", resume=False,
     bpe_vocab=None, bpe_merges=None, local_vocab=False, show_window=False,
-    prompt="\n", sample_tokens=300, temperature=0.8, top_k=None, log_interval=10,
+    threads=None, prompt="\n", sample_tokens=300, temperature=0.8, top_k=None, log_interval=10,
 )
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "vocab_size")
 # Options that define what is trained: a resumed run must not change them.
@@ -97,6 +97,7 @@ def build_parser():
     g = p.add_argument_group("run")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"auto uses CUDA when CuPy finds a GPU (default: {d['device']})")
     g.add_argument("--dtype", choices=["float32", "float64"], help=f"floating-point type of parameters and activations (default: {d['dtype']})")
+    g.add_argument("--threads", type=pos_int("--threads"), help="CPU threads, each training a slice of the batch (default: all cores)")
     g.add_argument("--seed", type=nonneg_int("--seed"), help=f"seed for init, data order, dropout and samples (default: {d['seed']})")
     g.add_argument("--out-dir", help=f"where the checkpoint, loss curve and config go (default: {d['out_dir']})")
     g.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
@@ -199,6 +200,7 @@ class Trainer:
         from gpt.checkpoint import CHECKPOINT_NAME
         from gpt.data import BatchSampler, split_tokens
         from gpt.model import GPT
+        from gpt.parallel import DataParallel
         from minigrad import AdamW, Backend
 
         self.o = o
@@ -210,6 +212,7 @@ class Trainer:
         self.train_data = BatchSampler(train, o["batch_size"], self.config.block_size, o["sampling"], o["seed"])
         self.val_data = BatchSampler(val, o["batch_size"], self.config.block_size, "random", o["seed"]) if len(val) else None
         self.model = GPT(self.config, self.backend, seed=o["seed"])
+        self.parallel = DataParallel(self.model, o["threads"])
         self.optimizer = AdamW(self.model.params, self.model.grads, self.model.decay_mask(),
                                betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"])
         self.ckpt_path = os.path.join(o["out_dir"], CHECKPOINT_NAME)
@@ -257,16 +260,13 @@ class Trainer:
 
     # --- pieces of a step
 
-    def _rng_for(self, step, micro):
-        """Device RNG for dropout masks, a pure function of (seed, step, micro)."""
-        key = np.random.SeedSequence([self.o["seed"], step, micro]).generate_state(1, np.uint32)[0]
+    def _rng_for(self, step, micro, worker):
+        """Device RNG for dropout masks, a pure function of (seed, step, micro, worker)."""
+        key = np.random.SeedSequence([self.o["seed"], step, micro, worker]).generate_state(1, np.uint32)[0]
         return self.backend.rng(int(key))
 
     def evaluate(self):
-        xp_asarray = self.backend.asarray
-        losses = [self.model.forward(xp_asarray(x), xp_asarray(y))[1]
-                  for x, y in self.val_data.eval_batches(self.o["eval_steps"])]
-        self.model._cache = None
+        losses = [self.parallel.loss(x, y) for x, y in self.val_data.eval_batches(self.o["eval_steps"])]
         return float(np.mean(losses))
 
     def train_step(self):
@@ -277,10 +277,8 @@ class Trainer:
         loss = 0.0
         for micro in range(accum):
             x, y = self.train_data.get(self.step, micro, accum)
-            _, micro_loss = model.forward(self.backend.asarray(x), self.backend.asarray(y),
-                                          train=True, rng=self._rng_for(self.step, micro))
-            model.backward(1.0 / accum)
-            loss += micro_loss / accum
+            loss += self.parallel.forward_backward(
+                x, y, dloss=1.0 / accum, rng_for=lambda worker: self._rng_for(self.step, micro, worker)) / accum
         norm = clip_grad_norm(model.grads, o["grad_clip"])
         lr = lr_at(self.step, o["lr"], o["min_lr"], o["warmup_steps"], o["max_steps"])
         if math.isfinite(loss) and math.isfinite(norm):
@@ -324,7 +322,9 @@ class Trainer:
             return 0
         os.makedirs(o["out_dir"], exist_ok=True)
         tokens_per_step = o["batch_size"] * cfg.block_size * o["grad_accum"]
-        print(f"device: {self.backend.name} ({self.backend.xp.__name__} {self.backend.xp.__version__}, {o['dtype']})")
+        threads = f", {self.parallel.n_workers} threads" if self.backend.name == "cpu" else ""
+        print(f"device: {self.backend.name} ({self.backend.xp.__name__} {self.backend.xp.__version__}, "
+              f"{o['dtype']}{threads})")
         print(f"model: {self.model}")
         print(f"data: {o['data']}: {self.n_tokens:,} tokens ({o['tokenizer']} tokenizer), "
               f"{len(self.train_data.tokens):,} train / {len(self.val_data.tokens) if self.val_data else 0:,} validation")

@@ -14,7 +14,6 @@ Peak memory is measured in a fresh subprocess per framework (peak RSS during two
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, ROOT)
 
 from gpt.config import PRESETS, GPTConfig  # noqa: E402
 from gpt.model import GPT  # noqa: E402
+from gpt.parallel import DataParallel  # noqa: E402
 from minigrad import AdamW, Backend, clip_grad_norm  # noqa: E402
 
 
@@ -56,6 +56,7 @@ class OursStep:
 
     def __init__(self, cfg, batch_size, seed=0):
         self.model = GPT(cfg, Backend("cpu", "float32"), seed=seed)
+        self.parallel = DataParallel(self.model)
         self.opt = AdamW(self.model.params, self.model.grads, self.model.decay_mask())
         rng = np.random.default_rng(seed)
         self.x = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
@@ -65,10 +66,8 @@ class OursStep:
         """-> (forward s, backward s, optimizer s)."""
         t0 = time.perf_counter()
         self.model.zero_grad()
-        self.model.forward(self.x, self.y)
-        t1 = time.perf_counter()
-        self.model.backward()
-        t2 = time.perf_counter()
+        self.parallel.forward_backward(self.x, self.y)
+        t1 = t2 = time.perf_counter()       # forward and backward overlap across threads
         clip_grad_norm(self.model.grads, 1.0)
         self.opt.step(1e-4)
         return t1 - t0, t2 - t1, time.perf_counter() - t2
@@ -114,16 +113,17 @@ def peak_memory(framework, argv):
 
 
 def memory_probe(framework, cfg, batch_size):
-    def rss_mib():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    def status_mib(field):             # VmRSS now, VmHWM peak (reset by exec, unlike ru_maxrss)
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith(field + ":"))
+        return int(line.split()[1]) / 1024
     if framework == "pytorch":
         import torch  # noqa: F401  (import cost belongs to the baseline)
-    base = rss_mib()
+    base = status_mib("VmRSS")
     runner = (TorchStep if framework == "pytorch" else OursStep)(cfg, batch_size)
     runner.step()
     runner.step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = status_mib("VmHWM")
     print(json.dumps({"peak_mib": peak, "step_mib": peak - base}))
 
 

@@ -11,6 +11,7 @@ All parameters live in one flat buffer (`params`), all gradients in another (`gr
 named tensor is a view into them, named and shaped as in Hugging Face's GPT-2 state dict.
 `backward()` calls the minigrad backward functions in exactly the reverse order of forward.
 """
+import copy
 import math
 
 import numpy as np
@@ -134,6 +135,15 @@ class GPT:
             else:
                 view[...] = self.backend.asarray(value, dtype=view.dtype)
 
+    def replica(self):
+        """A twin sharing this model's parameters, with its own gradient buffer and activation
+        cache: one worker of the data-parallel threads in gpt/parallel.py."""
+        twin = copy.copy(self)
+        twin.grads = self.backend.xp.zeros_like(self.grads)
+        twin.g = _views(twin.grads, self.shapes)
+        twin._cache = None
+        return twin
+
     def __repr__(self):
         c = self.config
         return (f"GPT(n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}, "
@@ -141,12 +151,12 @@ class GPT:
 
     # ----------------------------------------------------------------- forward / backward
 
-    def forward(self, idx, targets=None, train=False, rng=None, ignore_index=-1):
+    def forward(self, idx, targets=None, train=False, rng=None, ignore_index=-1, keep_cache=True):
         """idx (B, T) int token ids on the model's device; targets (B, T) or None.
 
         Returns (logits (B, T, padded_vocab_size), loss as a Python float or None). With
-        targets, the activations needed by backward() are kept. train=True enables dropout,
-        drawing masks from `rng` (a Generator of the model's array module)."""
+        targets and keep_cache, the activations needed by backward() are kept. train=True
+        enables dropout, drawing masks from `rng` (a Generator of the model's array module)."""
         cfg, p = self.config, self.p
         B, T = idx.shape
         if T > cfg.block_size:
@@ -178,7 +188,7 @@ class GPT:
             self._cache = None
             return logits, None
         loss, c["loss"] = cross_entropy_forward(logits, targets, ignore_index, cfg.vocab_size)
-        self._cache = c
+        self._cache = c if keep_cache else None
         return logits, float(loss)
 
     def backward(self, dloss=1.0):

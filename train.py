@@ -410,6 +410,7 @@ def _write_json(path, obj):
 
 
 def main(argv=None):
+    from bpe import CorpusError
     from gpt.checkpoint import CheckpointError
     from gpt.data import DataError
     from gpt.tokenizers import TokenizerChoiceError
@@ -419,7 +420,7 @@ def main(argv=None):
         check_options(opts)
         trainer = Trainer(opts, saved)
         return trainer.run()
-    except (UsageError, DataError, CheckpointError, DeviceError, TokenizerChoiceError) as e:
+    except (UsageError, DataError, CorpusError, CheckpointError, DeviceError, TokenizerChoiceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,12 +10,14 @@ tqdm bar (on stderr) counts characters.
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 from tqdm import tqdm
 
+from .errors import CorpusError
 from .pretokenize import split_at_safe_cuts
 from .special import resolve_special, split_on_special
 
@@ -104,3 +106,19 @@ def _available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def read_text(path) -> str:
+    """A text file as str. Bytes that are not UTF-8 become U+FFFD, with a one-line warning on
+    stderr giving the offset of the first bad byte; an unreadable file raises CorpusError."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CorpusError(f"cannot read corpus file '{path}': {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        print(f"warning: '{path}' is not valid UTF-8 (first invalid byte at offset {e.start}); "
+              "invalid bytes were replaced by U+FFFD", file=sys.stderr)
+        return data.decode("utf-8", errors="replace")

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .corpus import read_text
 from .errors import CorpusError
 from .files import write_bpe_files
 from .gpt2 import GPT2Tokenizer
@@ -159,23 +160,10 @@ def read_corpus(path: str | Path) -> list[str]:
         files = [path]
     else:
         raise CorpusError(f"--input '{path}' does not exist; give a text file or a directory of text files")
-    texts = [_read_text(p) for p in files]
+    texts = [read_text(p) for p in files]
     if not any(texts):
         raise CorpusError(f"corpus '{path}' is empty; give a text file or a directory of text files with some text in it")
     return texts
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CorpusError(f"cannot read corpus file '{path}': {e.strerror or e}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        print(f"warning: '{path}' is not valid UTF-8 (first invalid byte at offset {e.start}); "
-              "invalid bytes were replaced by U+FFFD", file=sys.stderr)
-        return data.decode("utf-8", errors="replace")
 
 
 class _Parser(argparse.ArgumentParser):

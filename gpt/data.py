@@ -12,9 +12,10 @@ the choice depends only on (seed, step, micro-step), so a resumed run sees the s
 import hashlib
 import json
 import os
-import sys
 
 import numpy as np
+
+from bpe.corpus import read_text
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 
@@ -55,19 +56,6 @@ def load_byte_corpus(path):
     if not data:
         raise DataError(f"--data {path}: every text file in the directory is empty")
     return np.frombuffer(data, dtype=np.uint8)
-
-
-def read_text(path):
-    """A document as str. Invalid UTF-8 is replaced by U+FFFD, with a one-line warning
-    giving the byte offset of the first bad byte."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        print(f"warning: {path} is not valid UTF-8 (first bad byte at offset {e.start}); "
-              "invalid bytes are read as U+FFFD", file=sys.stderr)
-        return raw.decode("utf-8", errors="replace")
 
 
 def load_bpe_corpus(path, tokenizer, cache_dir):

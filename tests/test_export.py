@@ -256,8 +256,10 @@ def test_export_cli(tmp_path):
 
 @pytest.fixture(scope="module")
 def hf():
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -r requirements-dev.txt)")
-    transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install -r requirements-dev.txt)")
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -r requirements-dev.txt)",
+                                exc_type=ImportError)
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install -r requirements-dev.txt)",
+                                       exc_type=ImportError)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     return torch, transformers

@@ -124,11 +124,7 @@ class TextStream:
     until its remaining bytes arrive."""
 
     def __init__(self, tokenizer, out):
-        from gpt.tokenizers import LocalVocab
-        if isinstance(tokenizer, LocalVocab):                   # model ids -> the base BPE's ids
-            self.token_bytes = lambda i: tokenizer.base.decode_bytes([int(tokenizer.to_base[i])])
-        else:
-            self.token_bytes = lambda i: tokenizer.decode_bytes([i])
+        self.token_bytes = lambda i: tokenizer.decode_bytes([i])
         self.out = out
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 

@@ -26,7 +26,7 @@ DEFAULTS = dict(
     batch_size=16, grad_accum=1, max_steps=1500, lr=2e-3, min_lr=2e-4, warmup_steps=100,
     weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_steps=20,
     val_fraction=0.1, sampling="random", target_loss=None, out_dir="out", resume=False,
-    bpe_vocab=None, bpe_merges=None, local_vocab=False, show_window=False,
+    bpe_vocab=None, bpe_merges=None, local_vocab=False, show_window=False, init_from=None,
     threads=None, prompt="\n", sample_tokens=300, temperature=0.8, top_k=None, log_interval=10,
 )
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "vocab_size")
@@ -83,6 +83,8 @@ def build_parser():
     g.add_argument("--block-size", type=pos_int("--block-size"), help="context window T in tokens")
     g.add_argument("--dropout", type=_number(float, 0.0, True, "--dropout"), help="dropout probability (default: 0)")
     g.add_argument("--vocab-size", type=pos_int("--vocab-size"), help="output head size; at least the tokenizer's vocabulary (default: the tokenizer's)")
+    g.add_argument("--init-from", metavar="HF_DIR", help="start from a Hugging Face GPT-2 directory (config.json + "
+                   "model.safetensors); its architecture replaces --preset and the model flags except --dropout")
     g = p.add_argument_group("optimization")
     g.add_argument("--batch-size", type=pos_int("--batch-size"), help=f"sequences per micro-batch B (default: {d['batch_size']})")
     g.add_argument("--grad-accum", type=pos_int("--grad-accum"), help=f"micro-batches per optimizer step (default: {d['grad_accum']})")
@@ -138,11 +140,27 @@ def resolve_options(argv):
     opts.update(given)
     if ("bpe_vocab" in given or "bpe_merges" in given) and "tokenizer" not in given:
         opts["tokenizer"] = "gpt2"
-    for path_option in ("data", "bpe_vocab", "bpe_merges"):     # a resumed run may start elsewhere
+    if opts["init_from"] and not saved and "tokenizer" not in given and "bpe_vocab" not in given:
+        _tokenizer_of_hf_dir(opts)
+    for path_option in ("data", "bpe_vocab", "bpe_merges", "init_from"):   # a resumed run may start elsewhere
         if opts[path_option] is not None:
             opts[path_option] = os.path.abspath(opts[path_option])
     opts["resume"] = bool(given.get("resume"))
     return opts, saved
+
+
+def _tokenizer_of_hf_dir(o):
+    """--init-from without --tokenizer: the directory's vocab.json + merges.txt if it has them,
+    bytes for a 256-token model."""
+    vocab, merges = (os.path.join(o["init_from"], name) for name in ("vocab.json", "merges.txt"))
+    if os.path.isfile(vocab) and os.path.isfile(merges):
+        o.update(tokenizer="gpt2", bpe_vocab=vocab, bpe_merges=merges)
+    else:
+        from gpt.export import read_hf_config
+        if read_hf_config(o["init_from"]).vocab_size == 256:
+            o["tokenizer"] = "byte"
+        else:
+            raise UsageError(f"--init-from {o['init_from']} has no vocab.json/merges.txt; say which --tokenizer it uses")
 
 
 def check_options(o):
@@ -158,10 +176,30 @@ def check_options(o):
         raise UsageError("--target-loss needs a validation split; set --val-fraction above 0")
     if o["local_vocab"] and o["tokenizer"] == "byte":
         raise UsageError("--local-vocab applies to BPE; add --tokenizer gpt2")
+    if o["init_from"] and not o["resume"]:
+        given = [k for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size") if o.get(k) is not None]
+        if given:
+            raise UsageError(f"--init-from takes the architecture from {o['init_from']}/config.json; "
+                             f"drop --{given[0].replace('_', '-')}")
+        if o["local_vocab"]:
+            raise UsageError("--init-from keeps the model's full vocabulary; drop --local-vocab")
 
 
-def model_config(o, tokenizer):
+def model_config(o, tokenizer, saved_meta=None):
+    """The model's GPTConfig: the checkpoint's when resuming, a Hugging Face directory's with
+    --init-from, else the preset with the command line's overrides."""
     from gpt.config import GPTConfig
+    if saved_meta is not None:
+        return GPTConfig.from_dict(saved_meta["config"])
+    if o["init_from"]:
+        from gpt.export import read_hf_config
+        cfg = read_hf_config(o["init_from"])
+        if o.get("dropout") is not None:
+            cfg = cfg.replace(dropout=o["dropout"])
+        if cfg.vocab_size < tokenizer.vocab_size:
+            raise UsageError(f"--init-from {o['init_from']} has {cfg.vocab_size} token ids, fewer than the "
+                             f"{o['tokenizer']} tokenizer's {tokenizer.vocab_size}")
+        return cfg
     overrides = {k: o.get(k) for k in MODEL_FIELDS}
     if overrides["vocab_size"] is None:
         overrides["vocab_size"] = tokenizer.vocab_size
@@ -206,12 +244,16 @@ class Trainer:
         self.o = o
         self.backend = Backend(o["device"], o["dtype"])
         self.tokenizer, tokens = load_tokens(o)
-        self.config = model_config(o, self.tokenizer)
+        self.config = model_config(o, self.tokenizer, saved[1] if saved else None)
         train, val = split_tokens(tokens, o["val_fraction"], self.config.block_size)
         self.n_tokens = len(tokens)
         self.train_data = BatchSampler(train, o["batch_size"], self.config.block_size, o["sampling"], o["seed"])
         self.val_data = BatchSampler(val, o["batch_size"], self.config.block_size, "random", o["seed"]) if len(val) else None
-        self.model = GPT(self.config, self.backend, seed=o["seed"])
+        if o["init_from"] and saved is None:
+            from gpt.export import load_hf_gpt2
+            self.model = load_hf_gpt2(o["init_from"], self.backend, dropout=self.config.dropout)
+        else:
+            self.model = GPT(self.config, self.backend, seed=o["seed"])
         self.parallel = DataParallel(self.model, o["threads"])
         self.optimizer = AdamW(self.model.params, self.model.grads, self.model.decay_mask(),
                                betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"])
@@ -290,14 +332,18 @@ class Trainer:
         o = self.o
         if o["sample_tokens"] == 0:
             return
-        ids = self.tokenizer.encode(o["prompt"], allowed_special="all") or [0]
-        if getattr(self.tokenizer, "last_skipped", 0):
-            print(f"note: {self.tokenizer.last_skipped} prompt token(s) are not in the corpus's local vocabulary "
+        tok = self.tokenizer
+        ids = tok.encode(o["prompt"], allowed_special="all")
+        if not ids:                                  # an empty prompt starts a new document
+            ids = [tok.eot_token] if tok.eot_token is not None else tok.encode("\n")
+        if getattr(tok, "last_skipped", 0):
+            print(f"note: {tok.last_skipped} prompt token(s) are not in the corpus's local vocabulary "
                   "and were left out")
         ids = ids[-self.config.block_size:]
-        new = list(generate(self.model, ids, o["sample_tokens"], o["temperature"], o["top_k"], seed=o["seed"]))
+        new = list(generate(self.model, ids, o["sample_tokens"], o["temperature"], o["top_k"], seed=o["seed"],
+                            eot_token=tok.eot_token, vocab_size=tok.vocab_size))
         print(f"--- sample {label} (prompt {o['prompt']!r}) ---")
-        print(self.tokenizer.decode(ids + new))
+        print(tok.decode(ids + new))
         print("---")
 
     # --- the loop
@@ -413,6 +459,7 @@ def main(argv=None):
     from bpe import CorpusError
     from gpt.checkpoint import CheckpointError
     from gpt.data import DataError
+    from gpt.export import HFFormatError
     from gpt.tokenizers import TokenizerChoiceError
     from minigrad import DeviceError
     try:
@@ -420,7 +467,8 @@ def main(argv=None):
         check_options(opts)
         trainer = Trainer(opts, saved)
         return trainer.run()
-    except (UsageError, DataError, CorpusError, CheckpointError, DeviceError, TokenizerChoiceError) as e:
+    except (UsageError, DataError, CorpusError, CheckpointError, DeviceError, TokenizerChoiceError,
+            HFFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

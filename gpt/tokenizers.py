@@ -80,6 +80,9 @@ class LocalVocab:
         self.last_skipped = int((~known).sum())
         return local[known].tolist()
 
+    def decode_bytes(self, ids):
+        return self.base.decode_bytes(self.to_base[np.asarray(ids, dtype=np.int64)].tolist())
+
     def decode(self, ids):
         return self.base.decode(self.to_base[np.asarray(ids, dtype=np.int64)].tolist())
 

@@ -243,3 +243,28 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     arrays, meta = load_checkpoint(str(out / "ckpt.npz"))
     assert meta["step"] == failed_step - 1
     assert np.all(np.isfinite(arrays["params"]))
+
+
+# ---------------------------------------------------------------------------- --init-from
+
+
+def test_init_from_a_hugging_face_directory_continues_training(tmp_path, trained):
+    from gpt.export import export_checkpoint
+    hf = tmp_path / "hf"
+    export_checkpoint(str(trained), str(hf))
+    opts, saved = train.resolve_options(["--init-from", str(hf), "--out-dir", str(tmp_path / "ft"),
+                                         "--max-steps", "2", "--sample-tokens", "0"])
+    trainer = train.Trainer(opts, saved)
+    assert opts["tokenizer"] == "byte"                       # a 256-token model without BPE files
+    exported, _ = load_checkpoint(str(trained / "ckpt.npz"))
+    assert np.array_equal(trainer.backend.to_host(trainer.model.params), exported["params"])
+    assert trainer.run() == 0
+
+
+def test_init_from_rejects_model_flags_and_missing_directories(tmp_path, trained, capsys):
+    from gpt.export import export_checkpoint
+    hf = tmp_path / "hf"
+    export_checkpoint(str(trained), str(hf))
+    assert train.main(["--init-from", str(hf), "--n-layer", "3", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "drop --n-layer" in capsys.readouterr().err
+    assert_clean_error(run_cli("--init-from", tmp_path / "missing", "--out-dir", tmp_path / "o"))

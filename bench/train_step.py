@@ -9,7 +9,10 @@ global norm, AdamW. Each framework uses all cores. MFU = model FLOPs per second 
 matmul peak measured here in the same run, with model FLOPs per token = 6 N + 12 L T C
 (N = non-embedding parameters; PaLM's accounting). The lm-head matmul (6 V C per token) is
 real work that formula leaves out, so the table also gives MFU with the head counted.
-Peak memory is measured in a fresh subprocess per framework (peak RSS during two steps).
+Each framework runs in its own process (so neither's thread pool or heap disturbs the other),
+and the two take turns, one step each, with a short pause between steps; peak memory is each
+process's peak RSS (VmHWM) over all its steps, "step MiB" the part above its RSS before the
+model was built.
 """
 import argparse
 import json
@@ -105,26 +108,45 @@ def config_from(args):
                             block_size=args.block_size, vocab_size=args.vocab_size)
 
 
-def peak_memory(framework, argv):
-    """Peak RSS (MiB) of a fresh process doing two steps, and its RSS before the model."""
-    out = subprocess.run([sys.executable, __file__, *argv, "--memory-probe", framework],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def status_mib(field):
+    """VmRSS (now) or VmHWM (peak; reset by exec, unlike ru_maxrss) of this process, MiB."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
 
 
-def memory_probe(framework, cfg, batch_size):
-    def status_mib(field):             # VmRSS now, VmHWM peak (reset by exec, unlike ru_maxrss)
-        with open("/proc/self/status") as f:
-            line = next(line for line in f if line.startswith(field + ":"))
-        return int(line.split()[1]) / 1024
+def worker(framework, cfg, batch_size):
+    """One framework in its own process: a step per 'step' line on stdin, a JSON line back.
+
+    Separate processes keep each framework's thread pools and heap from disturbing the other."""
     if framework == "pytorch":
-        import torch  # noqa: F401  (import cost belongs to the baseline)
+        import torch  # noqa: F401  (the import's memory belongs to the baseline)
     base = status_mib("VmRSS")
     runner = (TorchStep if framework == "pytorch" else OursStep)(cfg, batch_size)
-    runner.step()
-    runner.step()
-    peak = status_mib("VmHWM")
-    print(json.dumps({"peak_mib": peak, "step_mib": peak - base}))
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "step":
+            reply = {"times": runner.step()}
+        elif line.strip() == "peak":
+            reply = {"matmul_gflops": matmul_peak_gflops(reps=4)}
+        else:
+            reply = {"peak_mib": status_mib("VmHWM"), "step_mib": status_mib("VmHWM") - base}
+        print(json.dumps(reply), flush=True)
+        if "peak_mib" in reply:
+            return
+
+
+class Worker:
+    def __init__(self, framework, argv):
+        self.name = framework
+        self.proc = subprocess.Popen([sys.executable, __file__, *argv, "--worker", framework],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc.stdout.readline()
+
+    def ask(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
 
 
 def main():
@@ -137,26 +159,26 @@ def main():
     p.add_argument("--vocab-size", type=int, default=50257)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--runs", type=int, default=5, help="timed steps per framework (after one warm-up step)")
-    p.add_argument("--vs-torch", action="store_true", help="race PyTorch eager, interleaved run for run")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    p.add_argument("--vs-torch", action="store_true", help="race PyTorch eager, interleaved step for step")
+    p.add_argument("--pause", type=float, default=0.0, help="seconds of idle before each step")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     cfg = config_from(args)
-    if args.memory_probe:
-        return memory_probe(args.memory_probe, cfg, args.batch_size)
-    argv = [a for a in sys.argv[1:] if a not in ("--vs-torch", "--no-memory")]
+    if args.worker:
+        return worker(args.worker, cfg, args.batch_size)
+    argv = [a for a in sys.argv[1:] if a != "--vs-torch"]
 
-    runners = [OursStep(cfg, args.batch_size)]
-    if args.vs_torch:
-        runners.append(TorchStep(cfg, args.batch_size))
-    peak = matmul_peak_gflops()
-    times = {r.name: [] for r in runners}
+    workers = [Worker("minigrad", argv)] + ([Worker("pytorch", argv)] if args.vs_torch else [])
+    peak = workers[0].ask("peak")["matmul_gflops"]
+    times = {w.name: [] for w in workers}
     for run in range(args.runs + 1):                      # run 0 warms up
-        for r in runners:
-            t = r.step()
+        for w in workers:
+            time.sleep(args.pause)
+            t = w.ask("step")["times"]
             if run:
-                times[r.name].append(t)
-        peak = max(peak, matmul_peak_gflops(reps=3)) if run == args.runs // 2 else peak
+                times[w.name].append(t)
+    peak = max(peak, workers[0].ask("peak")["matmul_gflops"])
+    memory = {w.name: w.ask("quit") for w in workers}
 
     tokens = args.batch_size * cfg.block_size
     f_model, f_head = flops_per_token(cfg)
@@ -166,14 +188,14 @@ def main():
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     rates = {}
-    for r in runners:
-        steps = times[r.name]
+    for w in workers:
+        steps = times[w.name]
         total = statistics.median(sum(t) for t in steps)
         fwd, bwd, opt = (statistics.median(t[i] for t in steps) for i in range(3))
-        rates[r.name] = tokens / total
-        mem = {"peak_mib": float("nan"), "step_mib": float("nan")} if args.no_memory else peak_memory(r.name, argv)
-        print(f"| {r.name} | {rates[r.name]:,.0f} | {total:.3f} | {fwd:.3f} | {bwd:.3f} | {opt:.3f} | "
-              f"{f_model * rates[r.name] / (peak * 1e9):.2f} | {f_head * rates[r.name] / (peak * 1e9):.2f} | "
+        rates[w.name] = tokens / total
+        mem = memory[w.name]
+        print(f"| {w.name} | {rates[w.name]:,.0f} | {total:.3f} | {fwd:.3f} | {bwd:.3f} | {opt:.3f} | "
+              f"{f_model * rates[w.name] / (peak * 1e9):.2f} | {f_head * rates[w.name] / (peak * 1e9):.2f} | "
               f"{mem['peak_mib']:,.0f} | {mem['step_mib']:,.0f} |")
     if args.vs_torch:
         print(f"ratio minigrad / pytorch tokens/s: {rates['minigrad'] / rates['pytorch']:.2f} "

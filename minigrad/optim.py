@@ -12,29 +12,45 @@ from .backend import get_array_module
 
 
 class AdamW:
-    """params, grads: flat 1-D arrays of equal size; decay_mask: same size, 1 where weight
-    decay applies and 0 elsewhere (biases, LayerNorm). Updates `params` in place."""
+    """params, grads: flat 1-D arrays of equal size; decay_mask: same size, true where weight
+    decay applies (2-D weights) and false elsewhere (biases, LayerNorm). Updates `params` in place.
+
+    The update walks the flat buffers in chunks of CHUNK elements: the four arrays of a chunk
+    stay in cache across the dozen passes the formulas take, and the only temporary is one
+    chunk-sized scratch array. Weight decay is applied to the runs of the mask (whole tensors,
+    since each tensor is one contiguous range), so no parameter-sized mask is kept either.
+    """
+
+    CHUNK = 1 << 16
 
     def __init__(self, params, grads, decay_mask, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
         xp = get_array_module(params)
         self.params, self.grads = params, grads
-        self.decay_mask = decay_mask.astype(params.dtype)
+        self.decay_ranges = _true_runs(decay_mask)      # [(start, stop)] where the mask is true
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
         self.m = xp.zeros_like(params)                  # first moment
         self.v = xp.zeros_like(params)                  # second moment
         self.t = 0                                      # steps taken
-        self._scratch = xp.empty_like(params)           # one temporary, reused every step
+        self._scratch = xp.empty(min(self.CHUNK, params.size), dtype=params.dtype)
 
     def step(self, lr):
-        xp = get_array_module(self.params)
         self.t += 1
-        p, g, m, v, s = self.params, self.grads, self.m, self.v, self._scratch
-        b1, b2 = self.beta1, self.beta2
         if self.weight_decay:
-            xp.multiply(self.decay_mask, lr * self.weight_decay, out=s)
-            s *= p
-            p -= s                                      # p -= lr wd mask p
+            for start, stop in self.decay_ranges:
+                self.params[start:stop] *= 1.0 - lr * self.weight_decay    # p -= lr wd p
+        bias1 = 1.0 - self.beta1 ** self.t
+        bias2 = 1.0 - self.beta2 ** self.t
+        for start in range(0, self.params.size, self.CHUNK):
+            chunk = slice(start, start + self.CHUNK)
+            self._update(self.params[chunk], self.grads[chunk], self.m[chunk], self.v[chunk],
+                         lr / bias1, 1.0 / math.sqrt(bias2))
+
+    def _update(self, p, g, m, v, step_size, rsqrt_bias2):
+        """The Adam update of one chunk, in place: p -= step_size * m / (sqrt(v) rsqrt_bias2 + eps)."""
+        xp = get_array_module(p)
+        s = self._scratch[: p.size]
+        b1, b2 = self.beta1, self.beta2
         m *= b1
         xp.multiply(g, 1.0 - b1, out=s)
         m += s                                          # m = b1 m + (1 - b1) g
@@ -42,13 +58,11 @@ class AdamW:
         xp.multiply(g, g, out=s)
         s *= 1.0 - b2
         v += s                                          # v = b2 v + (1 - b2) g^2
-        bias1 = 1.0 - b1 ** self.t
-        bias2 = 1.0 - b2 ** self.t
         xp.sqrt(v, out=s)
-        s *= 1.0 / math.sqrt(bias2)
+        s *= rsqrt_bias2
         s += self.eps                                   # sqrt(v_hat) + eps
         xp.divide(m, s, out=s)
-        s *= lr / bias1                                 # lr * m_hat / (sqrt(v_hat) + eps)
+        s *= step_size                                  # lr * m_hat / (sqrt(v_hat) + eps)
         p -= s
 
     def state_dict(self):
@@ -58,6 +72,15 @@ class AdamW:
         self.m[...] = state["m"]
         self.v[...] = state["v"]
         self.t = int(state["t"])
+
+
+def _true_runs(mask):
+    """[(start, stop)] of the runs of true values in a 1-D boolean array."""
+    xp = get_array_module(mask)
+    false = xp.zeros(1, dtype=bool)
+    padded = xp.concatenate((false, mask.astype(bool), false))
+    edges = xp.flatnonzero(padded[1:] != padded[:-1]).tolist()   # run starts and stops, alternating
+    return list(zip(edges[::2], edges[1::2]))
 
 
 def lr_at(step, max_lr, min_lr, warmup_steps, max_steps):

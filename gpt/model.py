@@ -151,12 +151,15 @@ class GPT:
 
     # ----------------------------------------------------------------- forward / backward
 
-    def forward(self, idx, targets=None, train=False, rng=None, ignore_index=-1, keep_cache=True):
+    def forward(self, idx, targets=None, train=False, rng=None, ignore_index=-1, keep_cache=True,
+                return_logits=True):
         """idx (B, T) int token ids on the model's device; targets (B, T) or None.
 
         Returns (logits (B, T, padded_vocab_size), loss as a Python float or None). With
         targets and keep_cache, the activations needed by backward() are kept. train=True
-        enables dropout, drawing masks from `rng` (a Generator of the model's array module)."""
+        enables dropout, drawing masks from `rng` (a Generator of the model's array module).
+        return_logits=False (with targets) returns None for the logits and lets the loss reuse
+        their memory."""
         cfg, p = self.config, self.p
         B, T = idx.shape
         if T > cfg.block_size:
@@ -187,9 +190,10 @@ class GPT:
         if targets is None:
             self._cache = None
             return logits, None
-        loss, c["loss"] = cross_entropy_forward(logits, targets, ignore_index, cfg.vocab_size)
+        loss, c["loss"] = cross_entropy_forward(logits, targets, ignore_index, cfg.vocab_size,
+                                                overwrite_logits=not return_logits)
         self._cache = c if keep_cache else None
-        return logits, float(loss)
+        return (logits if return_logits else None), float(loss)
 
     def backward(self, dloss=1.0):
         """Add d(dloss * loss)/d params into self.grads (call zero_grad() between steps)."""

@@ -67,7 +67,7 @@ class DataParallel:
             if i > 0:
                 replica.zero_grad()
             _, loss = replica.forward(asarray(x[rows]), asarray(y[rows]), train=train,
-                                      rng=rng_for(i) if rng_for else None)
+                                      rng=rng_for(i) if rng_for else None, return_logits=False)
             replica.backward(dloss * fraction)
             return loss * fraction
 
@@ -82,7 +82,7 @@ class DataParallel:
 
         def work(i, rows, fraction):
             replica = self.replicas[i]
-            _, loss = replica.forward(asarray(x[rows]), asarray(y[rows]), keep_cache=False)
+            _, loss = replica.forward(asarray(x[rows]), asarray(y[rows]), keep_cache=False, return_logits=False)
             return loss * fraction
 
         return self._run(work, len(x))

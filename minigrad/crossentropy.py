@@ -11,11 +11,12 @@ probability and zero gradient.
 from .backend import get_array_module
 
 
-def cross_entropy_forward(logits, targets, ignore_index=-1, vocab_size=None):
+def cross_entropy_forward(logits, targets, ignore_index=-1, vocab_size=None, overwrite_logits=False):
     """logits (B, T, Vp), targets (B, T) int -> loss (0-d array, logits' dtype).
 
     The cache holds the softmax probabilities, which backward overwrites with the gradient:
-    call backward at most once per forward.
+    call backward at most once per forward. overwrite_logits=True computes them in the logits'
+    own memory (saving a (B*T, Vp) array) when the caller no longer needs the logits.
     """
     xp = get_array_module(logits)
     Vp = logits.shape[-1]
@@ -26,7 +27,9 @@ def cross_entropy_forward(logits, targets, ignore_index=-1, vocab_size=None):
     n_valid = int(valid.sum())
     rows = xp.arange(t.shape[0])
     t_safe = xp.where(valid, t, 0)
-    probs = z - z[:, :V].max(axis=1, keepdims=True)     # (N, Vp) shifted logits, max 0
+    row_max = z[:, :V].max(axis=1, keepdims=True)       # (N, 1)
+    probs = z if overwrite_logits else xp.empty_like(z)
+    xp.subtract(z, row_max, out=probs)                  # (N, Vp) shifted logits, max 0
     probs[:, V:] = -xp.inf                              # padding: exp(-inf) = 0, no probability
     target_z = probs[rows, t_safe]                      # (N,) shifted target logits
     xp.exp(probs, out=probs)

@@ -136,3 +136,17 @@ def test_small_integer_targets(dtype):
 def test_float32_stays_float32(pair, variant):
     """float32 logits: float32 loss and gradient, no float64 on the way."""
     pair(*ce_case(2, 5, **VARIANTS[variant])).check_dtype(np.float32)
+
+
+def test_overwriting_the_logits_gives_the_same_loss_and_gradient():
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((2, 3, 16)).astype(np.float32)
+    targets = rng.integers(0, 12, (2, 3))
+    loss, cache = cross_entropy_forward(logits.copy(), targets, vocab_size=12)
+    grad = cross_entropy_backward(1.0, cache)
+    scratch = logits.copy()
+    loss_inplace, cache_inplace = cross_entropy_forward(scratch, targets, vocab_size=12, overwrite_logits=True)
+    grad_inplace = cross_entropy_backward(1.0, cache_inplace)
+    assert loss_inplace == loss
+    assert np.array_equal(grad_inplace, grad)
+    assert np.shares_memory(grad_inplace, scratch)          # the logits' memory was reused

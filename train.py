@@ -256,7 +256,8 @@ class Trainer:
             self.model = GPT(self.config, self.backend, seed=o["seed"])
         self.parallel = DataParallel(self.model, o["threads"])
         self.optimizer = AdamW(self.model.params, self.model.grads, self.model.decay_mask(),
-                               betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"])
+                               betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"],
+                               threads=self.parallel.n_workers)
         self.ckpt_path = os.path.join(o["out_dir"], CHECKPOINT_NAME)
         self.step = 0                 # optimizer steps completed
         self.history = []             # loss_curve.json records

@@ -60,7 +60,8 @@ class OursStep:
     def __init__(self, cfg, batch_size, seed=0):
         self.model = GPT(cfg, Backend("cpu", "float32"), seed=seed)
         self.parallel = DataParallel(self.model)
-        self.opt = AdamW(self.model.params, self.model.grads, self.model.decay_mask())
+        self.opt = AdamW(self.model.params, self.model.grads, self.model.decay_mask(),
+                         threads=self.parallel.n_workers)
         rng = np.random.default_rng(seed)
         self.x = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
         self.y = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))

@@ -72,8 +72,15 @@ class DataParallel:
             return loss * fraction
 
         loss = self._run(work, len(x))
-        for replica in self.replicas[1:len(self._shards(len(x)))]:
-            self.model.grads += replica.grads
+        used = self.replicas[1:len(self._shards(len(x)))]
+        if used:                                         # sum the workers' gradients, in parallel parts
+            grads, n = self.model.grads, self.model.grads.size
+            bounds = [n * i // self.n_workers for i in range(self.n_workers + 1)]
+
+            def add_part(part):
+                for replica in used:
+                    grads[bounds[part]:bounds[part + 1]] += replica.grads[bounds[part]:bounds[part + 1]]
+            list(self.pool.map(add_part, range(self.n_workers)))
         return loss
 
     def loss(self, x, y):

@@ -7,6 +7,7 @@ AdamW (Loshchilov & Hutter; as torch.optim.AdamW), at step t = 1, 2, ...:
   p  <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 """
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 from .backend import get_array_module
 
@@ -16,14 +17,16 @@ class AdamW:
     decay applies (2-D weights) and false elsewhere (biases, LayerNorm). Updates `params` in place.
 
     The update walks the flat buffers in chunks of CHUNK elements: the four arrays of a chunk
-    stay in cache across the dozen passes the formulas take, and the only temporary is one
-    chunk-sized scratch array. Weight decay is applied to the runs of the mask (whole tensors,
+    stay in cache across the dozen passes the formulas take, and the only temporaries are
+    chunk-sized scratch arrays. Weight decay is applied to the runs of the mask (whole tensors,
     since each tensor is one contiguous range), so no parameter-sized mask is kept either.
+    threads > 1 (NumPy) splits the buffers into that many parts updated at the same time
+    (NumPy releases the GIL inside its loops).
     """
 
     CHUNK = 1 << 16
 
-    def __init__(self, params, grads, decay_mask, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
+    def __init__(self, params, grads, decay_mask, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, threads=1):
         xp = get_array_module(params)
         self.params, self.grads = params, grads
         self.decay_ranges = _true_runs(decay_mask)      # [(start, stop)] where the mask is true
@@ -32,24 +35,35 @@ class AdamW:
         self.m = xp.zeros_like(params)                  # first moment
         self.v = xp.zeros_like(params)                  # second moment
         self.t = 0                                      # steps taken
-        self._scratch = xp.empty(min(self.CHUNK, params.size), dtype=params.dtype)
+        n_parts = threads if xp.__name__ == "numpy" else 1
+        bounds = [params.size * i // n_parts for i in range(n_parts + 1)]
+        self._parts = list(zip(bounds[:-1], bounds[1:]))  # [(start, stop)] updated side by side
+        self._pool = ThreadPoolExecutor(n_parts) if n_parts > 1 else None
 
     def step(self, lr):
         self.t += 1
         if self.weight_decay:
             for start, stop in self.decay_ranges:
                 self.params[start:stop] *= 1.0 - lr * self.weight_decay    # p -= lr wd p
-        bias1 = 1.0 - self.beta1 ** self.t
-        bias2 = 1.0 - self.beta2 ** self.t
-        for start in range(0, self.params.size, self.CHUNK):
-            chunk = slice(start, start + self.CHUNK)
-            self._update(self.params[chunk], self.grads[chunk], self.m[chunk], self.v[chunk],
-                         lr / bias1, 1.0 / math.sqrt(bias2))
+        step_size = lr / (1.0 - self.beta1 ** self.t)
+        rsqrt_bias2 = 1.0 / math.sqrt(1.0 - self.beta2 ** self.t)
+        if self._pool is None:
+            self._update_range(*self._parts[0], step_size, rsqrt_bias2)
+        else:
+            list(self._pool.map(lambda part: self._update_range(*part, step_size, rsqrt_bias2), self._parts))
 
-    def _update(self, p, g, m, v, step_size, rsqrt_bias2):
+    def _update_range(self, start, stop, step_size, rsqrt_bias2):
+        xp = get_array_module(self.params)
+        scratch = xp.empty(min(self.CHUNK, stop - start), dtype=self.params.dtype)
+        for lo in range(start, stop, self.CHUNK):
+            chunk = slice(lo, min(lo + self.CHUNK, stop))
+            self._update(self.params[chunk], self.grads[chunk], self.m[chunk], self.v[chunk],
+                         scratch, step_size, rsqrt_bias2)
+
+    def _update(self, p, g, m, v, scratch, step_size, rsqrt_bias2):
         """The Adam update of one chunk, in place: p -= step_size * m / (sqrt(v) rsqrt_bias2 + eps)."""
         xp = get_array_module(p)
-        s = self._scratch[: p.size]
+        s = scratch[: p.size]
         b1, b2 = self.beta1, self.beta2
         m *= b1
         xp.multiply(g, 1.0 - b1, out=s)

@@ -173,3 +173,21 @@ def test_clip_grad_norm_leaves_grads_alone(max_norm):
     original = grads.copy()
     assert clip_grad_norm(grads, max_norm) == pytest.approx(np.linalg.norm(original), rel=1e-12)
     np.testing.assert_array_equal(grads, original)
+
+
+def test_threaded_adamw_equals_the_single_threaded_update():
+    """Splitting the flat buffer over threads changes nothing: every element is updated once."""
+    rng = np.random.default_rng(11)
+    n = 3 * AdamW.CHUNK + 123                              # several chunks and a ragged end
+    mask = rng.random(n) < 0.5
+    start = rng.standard_normal(n).astype(np.float32)
+    grads = rng.standard_normal(n).astype(np.float32)
+    runs = []
+    for threads in (1, 3):
+        p = start.copy()
+        opt = AdamW(p, grads, mask, weight_decay=0.1, threads=threads)
+        for _ in range(3):
+            opt.step(1e-2)
+        runs.append((p, opt.m, opt.v))
+    for single, threaded in zip(*runs):
+        np.testing.assert_array_equal(single, threaded)

@@ -22,7 +22,7 @@ DEFAULT_DATA = os.path.join(HERE, "data", "tiny_shakespeare.txt")
 # Option defaults. The default run is a compact byte-level model that learns tiny-shakespeare
 # in about three minutes on 2 CPU cores.
 DEFAULTS = dict(
-    data=DEFAULT_DATA, tokenizer="byte", preset="tiny", device="auto", dtype="float32", seed=1337,
+    data=DEFAULT_DATA, tokenizer="byte", preset="mini", device="auto", dtype="float32", seed=1337,
     batch_size=16, grad_accum=1, max_steps=1500, lr=2e-3, min_lr=2e-4, warmup_steps=100,
     weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_steps=20,
     val_fraction=0.1, sampling="random", target_loss=None, out_dir="out", resume=False,

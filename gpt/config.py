@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass, fields
 # name: (n_layer, n_head, n_embd, block_size)
 PRESETS = {
     "tiny": (2, 4, 128, 128),           # CPU debugging and tests
+    "mini": (4, 4, 128, 128),           # train.py's default: tiny-shakespeare in ~3 CPU minutes
     "small": (4, 4, 256, 256),
     "medium": (6, 6, 384, 256),
     "gpt2": (12, 12, 768, 1024),        # 124M with the 50,257-token vocabulary

@@ -28,7 +28,7 @@ def test_threads_equal_one_pass_over_the_batch(dtype, rtol, B, workers):
     x, y = batch(B)
     ref_loss, ref_grads = reference(dtype, x, y)
     model = GPT(CFG, Backend("cpu", dtype), seed=1)
-    loss = DataParallel(model, workers).forward_backward(x, y)
+    loss = DataParallel(model, workers, min_tokens=1).forward_backward(x, y)
     assert model.grads.dtype == np.dtype(dtype)
     assert abs(loss - ref_loss) <= rtol * abs(ref_loss)
     scale = np.abs(ref_grads).max()
@@ -39,7 +39,7 @@ def test_gradients_accumulate_across_calls():
     x, y = batch(4)
     _, ref_grads = reference("float64", x, y)
     model = GPT(CFG, Backend("cpu", "float64"), seed=1)
-    parallel = DataParallel(model, 2)
+    parallel = DataParallel(model, 2, min_tokens=1)
     parallel.forward_backward(x, y, dloss=0.5)
     parallel.forward_backward(x, y, dloss=0.5)           # two half micro-batches = one batch
     assert np.allclose(model.grads, ref_grads, rtol=0, atol=1e-12 * np.abs(ref_grads).max())
@@ -48,7 +48,7 @@ def test_gradients_accumulate_across_calls():
 def test_loss_only_matches_forward():
     x, y = batch(4)
     model = GPT(CFG, Backend("cpu", "float64"), seed=1)
-    assert abs(DataParallel(model, 2).loss(x, y) - model.forward(x, y)[1]) < 1e-12
+    assert abs(DataParallel(model, 2, min_tokens=1).loss(x, y) - model.forward(x, y)[1]) < 1e-12
     assert not model.grads.any()
 
 
@@ -57,4 +57,11 @@ def test_errstate_of_the_caller_applies_in_workers():
     model = GPT(CFG, Backend("cpu", "float32"), seed=1)
     model.params[...] = 1e30                             # overflows everywhere
     with np.errstate(all="raise"), pytest.raises(FloatingPointError):
-        DataParallel(model, 2).loss(x, y)
+        DataParallel(model, 2, min_tokens=1).loss(x, y)
+
+
+def test_small_batches_run_as_one_shard():
+    model = GPT(CFG, Backend("cpu", "float64"), seed=1)
+    parallel = DataParallel(model, 2, min_tokens=32)
+    assert len(parallel._shards(3, 8)) == 1 and len(parallel.replicas) == 1    # 24 tokens: one shard
+    assert len(parallel._shards(8, 8)) == 2 and len(parallel.replicas) == 2    # 64 tokens: two

@@ -30,16 +30,18 @@ def available_cores():
 class DataParallel:
     """Runs forward + backward of a batch over up to `n_workers` threads (CPU only).
 
-    A shard gets at least `min_tokens` tokens: below ~1,000 rows, single-threaded BLAS on
-    each half is slower than multi-threaded BLAS on the whole (measured here: GPT-2 124M at
-    B=4, T=64 ran at 204 tokens/s as one shard, 125-144 as two), so a small batch runs as
-    one shard with BLAS's own threads. Replicas are made when a batch first needs them."""
+    A shard gets at least `min_tokens` tokens (default 2 x n_embd): a matmul with a (C, kC)
+    weight needs a few C rows for single-threaded BLAS to approach its peak, and below that
+    two threads on halves lose to BLAS's own threads on the whole (measured here: GPT-2 124M,
+    C=768, at B=4, T=64 ran at 204 tokens/s as one shard, 125-144 as two shards of 128 rows).
+    Such a batch runs as one shard with BLAS's own threads and no extra gradient buffer.
+    Replicas are made when a batch first needs them."""
 
-    def __init__(self, model, n_workers=None, min_tokens=1024):
+    def __init__(self, model, n_workers=None, min_tokens=None):
         self.model = model
         n = n_workers or available_cores()
         self.n_workers = n if model.backend.name == "cpu" else 1
-        self.min_tokens = min_tokens
+        self.min_tokens = min_tokens or 2 * model.config.n_embd
         self.replicas = [model]
         self.pool = ThreadPoolExecutor(self.n_workers) if self.n_workers > 1 else None
         self.blas = None

@@ -65,3 +65,4 @@ def test_small_batches_run_as_one_shard():
     parallel = DataParallel(model, 2, min_tokens=32)
     assert len(parallel._shards(3, 8)) == 1 and len(parallel.replicas) == 1    # 24 tokens: one shard
     assert len(parallel._shards(8, 8)) == 2 and len(parallel.replicas) == 2    # 64 tokens: two
+    assert DataParallel(model, 2).min_tokens == 2 * CFG.n_embd                 # the default

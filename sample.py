@@ -8,58 +8,36 @@
 Every option is listed by `python sample.py --help`. Generation uses a KV cache
 (see gpt/generate.py); --no-kv-cache recomputes the whole window for each token instead.
 """
-import argparse
 import codecs
 import json
-import math
 import os
 import sys
+
+from gpt.cli import LineParser, UsageError, number, run_main
 
 DEFAULTS = dict(out_dir="out", init_from=None, prompt="", max_new_tokens=256, temperature=0.8, top_k=None,
                 top_p=None, seed=0, num_samples=1, device="auto", interactive=False, no_kv_cache=False)
 
 
-class UsageError(Exception):
-    """Bad input: printed as one line `error: ...`, exit code 2."""
-
-
-class LineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{message} (see python sample.py --help)")
-
-
-def _number(kind, check, bound):
-    """An argparse type: parse `kind` and require check(value); argparse names the flag."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
-        if not (math.isfinite(value) and check(value)):
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-    return parse
-
-
 def build_parser():
     d = DEFAULTS
-    p = LineParser(description="Sample text from a GPT-2 model trained by train.py (or a Hugging Face GPT-2).")
+    p = LineParser(prog="sample.py", description="Sample text from a GPT-2 model trained by train.py (or a Hugging Face GPT-2).")
     p.set_defaults(**d)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--out-dir", help=f"training run directory holding ckpt.npz (default: {d['out_dir']})")
     src.add_argument("--init-from", metavar="HF_DIR", help="a Hugging Face GPT-2 directory (config.json + model.safetensors) instead")
     p.add_argument("--prompt", help="text to continue (default: empty, i.e. the start of a document)")
-    p.add_argument("--max-new-tokens", type=_number(int, lambda v: v >= 0, ">= 0"),
+    p.add_argument("--max-new-tokens", type=number(int, lambda v: v >= 0, ">= 0"),
                    help=f"tokens to generate per sample (default: {d['max_new_tokens']})")
-    p.add_argument("--temperature", type=_number(float, lambda v: v >= 0, ">= 0 (0 is greedy)"),
+    p.add_argument("--temperature", type=number(float, lambda v: v >= 0, ">= 0 (0 is greedy)"),
                    help=f"divide the logits by this; 0 is greedy (default: {d['temperature']})")
-    p.add_argument("--top-k", type=_number(int, lambda v: v >= 1, ">= 1"),
+    p.add_argument("--top-k", type=number(int, lambda v: v >= 1, ">= 1"),
                    help="sample only among the k most likely tokens")
-    p.add_argument("--top-p", type=_number(float, lambda v: 0 < v <= 1, "in (0, 1]"),
+    p.add_argument("--top-p", type=number(float, lambda v: 0 < v <= 1, "in (0, 1]"),
                    help="nucleus sampling: only the most likely tokens whose probabilities add up to p")
-    p.add_argument("--seed", type=_number(int, lambda v: v >= 0, ">= 0"),
+    p.add_argument("--seed", type=number(int, lambda v: v >= 0, ">= 0"),
                    help=f"random seed; sample i uses seed + i (default: {d['seed']})")
-    p.add_argument("--num-samples", type=_number(int, lambda v: v >= 1, ">= 1"),
+    p.add_argument("--num-samples", type=number(int, lambda v: v >= 1, ">= 1"),
                    help=f"how many samples to draw (default: {d['num_samples']})")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"auto uses CUDA when CuPy finds a GPU (default: {d['device']})")
     p.add_argument("--interactive", action="store_true",
@@ -194,14 +172,9 @@ def main(argv=None):
     from gpt.export import HFFormatError
     from gpt.tokenizers import TokenizerChoiceError
     from minigrad import DeviceError
-    try:
-        return run(vars(build_parser().parse_args(argv)))
-    except (UsageError, CheckpointError, HFFormatError, TokenizerFileError, TokenizerChoiceError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    return run_main(lambda: run(vars(build_parser().parse_args(argv))),
+                    (CheckpointError, HFFormatError, TokenizerFileError, TokenizerChoiceError, DeviceError),
+                    interrupted="\ninterrupted")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from gpt.cli import LineParser, UsageError, number, run_main
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "data", "tiny_shakespeare.txt")
 
@@ -35,83 +37,65 @@ RUN_FIELDS = ("tokenizer", "bpe_vocab", "bpe_merges", "local_vocab", "seed", "ba
               "sampling", "val_fraction", "dtype")
 
 
-class UsageError(Exception):
-    """Bad input: printed as one line, exit code 2."""
-
-
-class LineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{message} (see python train.py --help)")
-
-
-def _number(kind, low, low_ok, name):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} expects a number, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (value == low and not low_ok):
-            bound = f">= {low}" if low_ok else f"> {low}"
-            raise argparse.ArgumentTypeError(f"{name} must be {bound}, got {text}")
-        return value
-    return parse
+# Argument types: argparse names the flag in its message.
+POSITIVE_INT = number(int, lambda v: v > 0, "> 0")
+NONNEG_INT = number(int, lambda v: v >= 0, ">= 0")
+POSITIVE = number(float, lambda v: v > 0, "> 0")
+NONNEG = number(float, lambda v: v >= 0, ">= 0")
+FRACTION = number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def build_parser():
     from gpt.config import PRESETS
-    p = LineParser(description="Train a GPT-2-style model with explicit NumPy/CuPy forward and backward passes.",
+    p = LineParser(prog="train.py", description="Train a GPT-2-style model with explicit NumPy/CuPy forward and backward passes.",
                    argument_default=argparse.SUPPRESS)
-    pos_int = lambda n: _number(int, 0, False, n)         # noqa: E731
-    nonneg_int = lambda n: _number(int, 0, True, n)       # noqa: E731
-    pos_float = lambda n: _number(float, 0.0, False, n)   # noqa: E731
-    nonneg_float = lambda n: _number(float, 0.0, True, n) # noqa: E731
     d = DEFAULTS
     g = p.add_argument_group("data")
-    g.add_argument("--data", help=f"text file or directory of text files (default: the bundled tiny-shakespeare)")
+    g.add_argument("--data", help="text file or directory of text files (default: the bundled tiny-shakespeare)")
     g.add_argument("--tokenizer", choices=["byte", "gpt2"], help=f"byte: 256 byte ids; gpt2: GPT-2 BPE (default: {d['tokenizer']})")
     g.add_argument("--bpe-vocab", help="vocab.json (or encoder.json) of another BPE vocabulary; implies --tokenizer gpt2")
     g.add_argument("--bpe-merges", help="merges.txt (or vocab.bpe) that goes with --bpe-vocab")
     g.add_argument("--local-vocab", action="store_true", help="BPE: shrink the model's vocabulary to the ids the corpus uses")
     g.add_argument("--show-window", action="store_true", help="print the first training window (ids and text) and exit")
-    g.add_argument("--val-fraction", type=_number(float, 0.0, True, "--val-fraction"), help=f"last fraction of the corpus held out for validation (default: {d['val_fraction']})")
+    g.add_argument("--val-fraction", type=FRACTION, help=f"last fraction of the corpus held out for validation (default: {d['val_fraction']})")
     g.add_argument("--sampling", choices=["random", "sequential"], help=f"random windows, or consecutive windows in order (default: {d['sampling']})")
     g = p.add_argument_group("model")
     g.add_argument("--preset", choices=list(PRESETS), help=f"model size; the flags below override its fields (default: {d['preset']})")
-    g.add_argument("--n-layer", type=pos_int("--n-layer"), help="number of transformer blocks")
-    g.add_argument("--n-head", type=pos_int("--n-head"), help="attention heads per block")
-    g.add_argument("--n-embd", type=pos_int("--n-embd"), help="embedding width C (divisible by --n-head)")
-    g.add_argument("--block-size", type=pos_int("--block-size"), help="context window T in tokens")
-    g.add_argument("--dropout", type=_number(float, 0.0, True, "--dropout"), help="dropout probability (default: 0)")
-    g.add_argument("--vocab-size", type=pos_int("--vocab-size"), help="output head size; at least the tokenizer's vocabulary (default: the tokenizer's)")
+    g.add_argument("--n-layer", type=POSITIVE_INT, help="number of transformer blocks")
+    g.add_argument("--n-head", type=POSITIVE_INT, help="attention heads per block")
+    g.add_argument("--n-embd", type=POSITIVE_INT, help="embedding width C (divisible by --n-head)")
+    g.add_argument("--block-size", type=POSITIVE_INT, help="context window T in tokens")
+    g.add_argument("--dropout", type=FRACTION, help="dropout probability (default: 0)")
+    g.add_argument("--vocab-size", type=POSITIVE_INT, help="output head size; at least the tokenizer's vocabulary (default: the tokenizer's)")
     g.add_argument("--init-from", metavar="HF_DIR", help="start from a Hugging Face GPT-2 directory (config.json + "
                    "model.safetensors); its architecture replaces --preset and the model flags except --dropout")
     g = p.add_argument_group("optimization")
-    g.add_argument("--batch-size", type=pos_int("--batch-size"), help=f"sequences per micro-batch B (default: {d['batch_size']})")
-    g.add_argument("--grad-accum", type=pos_int("--grad-accum"), help=f"micro-batches per optimizer step (default: {d['grad_accum']})")
-    g.add_argument("--max-steps", type=pos_int("--max-steps"), help=f"optimizer steps in the run (default: {d['max_steps']})")
-    g.add_argument("--lr", type=pos_float("--lr"), help=f"peak learning rate (default: {d['lr']})")
-    g.add_argument("--min-lr", type=nonneg_float("--min-lr"), help=f"learning rate at the end of the cosine decay (default: {d['min_lr']})")
-    g.add_argument("--warmup-steps", type=nonneg_int("--warmup-steps"), help=f"steps of linear warm-up (default: {d['warmup_steps']})")
-    g.add_argument("--weight-decay", type=nonneg_float("--weight-decay"), help=f"AdamW decoupled weight decay on 2-D weights (default: {d['weight_decay']})")
-    g.add_argument("--beta1", type=_number(float, 0.0, True, "--beta1"), help=f"AdamW first-moment decay (default: {d['beta1']})")
-    g.add_argument("--beta2", type=_number(float, 0.0, True, "--beta2"), help=f"AdamW second-moment decay (default: {d['beta2']})")
-    g.add_argument("--grad-clip", type=nonneg_float("--grad-clip"), help=f"clip the global gradient norm to this; 0 turns clipping off (default: {d['grad_clip']})")
+    g.add_argument("--batch-size", type=POSITIVE_INT, help=f"sequences per micro-batch B (default: {d['batch_size']})")
+    g.add_argument("--grad-accum", type=POSITIVE_INT, help=f"micro-batches per optimizer step (default: {d['grad_accum']})")
+    g.add_argument("--max-steps", type=POSITIVE_INT, help=f"optimizer steps in the run (default: {d['max_steps']})")
+    g.add_argument("--lr", type=POSITIVE, help=f"peak learning rate (default: {d['lr']})")
+    g.add_argument("--min-lr", type=NONNEG, help=f"learning rate at the end of the cosine decay (default: {d['min_lr']})")
+    g.add_argument("--warmup-steps", type=NONNEG_INT, help=f"steps of linear warm-up (default: {d['warmup_steps']})")
+    g.add_argument("--weight-decay", type=NONNEG, help=f"AdamW decoupled weight decay on 2-D weights (default: {d['weight_decay']})")
+    g.add_argument("--beta1", type=FRACTION, help=f"AdamW first-moment decay (default: {d['beta1']})")
+    g.add_argument("--beta2", type=FRACTION, help=f"AdamW second-moment decay (default: {d['beta2']})")
+    g.add_argument("--grad-clip", type=NONNEG, help=f"clip the global gradient norm to this; 0 turns clipping off (default: {d['grad_clip']})")
     g = p.add_argument_group("run")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"auto uses CUDA when CuPy finds a GPU (default: {d['device']})")
     g.add_argument("--dtype", choices=["float32", "float64"], help=f"floating-point type of parameters and activations (default: {d['dtype']})")
-    g.add_argument("--threads", type=pos_int("--threads"), help="CPU threads, each training a slice of the batch (default: all cores)")
-    g.add_argument("--seed", type=nonneg_int("--seed"), help=f"seed for init, data order, dropout and samples (default: {d['seed']})")
+    g.add_argument("--threads", type=POSITIVE_INT, help="CPU threads, each training a slice of the batch (default: all cores)")
+    g.add_argument("--seed", type=NONNEG_INT, help=f"seed for init, data order, dropout and samples (default: {d['seed']})")
     g.add_argument("--out-dir", help=f"where the checkpoint, loss curve and config go (default: {d['out_dir']})")
     g.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
-    g.add_argument("--eval-interval", type=pos_int("--eval-interval"), help=f"steps between validation losses and checkpoints (default: {d['eval_interval']})")
-    g.add_argument("--eval-steps", type=pos_int("--eval-steps"), help=f"batches averaged for a validation loss (default: {d['eval_steps']})")
-    g.add_argument("--target-loss", type=pos_float("--target-loss"), help="stop once the validation loss is at or below this")
-    g.add_argument("--log-interval", type=pos_int("--log-interval"), help=f"steps between progress-bar updates (default: {d['log_interval']})")
+    g.add_argument("--eval-interval", type=POSITIVE_INT, help=f"steps between validation losses and checkpoints (default: {d['eval_interval']})")
+    g.add_argument("--eval-steps", type=POSITIVE_INT, help=f"batches averaged for a validation loss (default: {d['eval_steps']})")
+    g.add_argument("--target-loss", type=POSITIVE, help="stop once the validation loss is at or below this")
+    g.add_argument("--log-interval", type=POSITIVE_INT, help=f"steps between progress-bar updates (default: {d['log_interval']})")
     g = p.add_argument_group("samples")
     g.add_argument("--prompt", help="text the before/after-training samples continue (default: a newline)")
-    g.add_argument("--sample-tokens", type=nonneg_int("--sample-tokens"), help=f"tokens in each sample; 0 skips sampling (default: {d['sample_tokens']})")
-    g.add_argument("--temperature", type=nonneg_float("--temperature"), help=f"sampling temperature; 0 is greedy (default: {d['temperature']})")
-    g.add_argument("--top-k", type=pos_int("--top-k"), help="sample only among the k most likely tokens")
+    g.add_argument("--sample-tokens", type=NONNEG_INT, help=f"tokens in each sample; 0 skips sampling (default: {d['sample_tokens']})")
+    g.add_argument("--temperature", type=NONNEG, help=f"sampling temperature; 0 is greedy (default: {d['temperature']})")
+    g.add_argument("--top-k", type=POSITIVE_INT, help="sample only among the k most likely tokens")
     return p
 
 
@@ -167,11 +151,6 @@ def check_options(o):
     for a, b in (("min_lr", "lr"),):
         if o[a] > o[b]:
             raise UsageError(f"--min-lr ({o['min_lr']}) must not exceed --lr ({o['lr']})")
-    for name in ("beta1", "beta2"):
-        if not 0.0 <= o[name] < 1.0:
-            raise UsageError(f"--{name} must be in [0, 1), got {o[name]}")
-    if not 0.0 <= o["val_fraction"] < 1.0:
-        raise UsageError(f"--val-fraction must be in [0, 1), got {o['val_fraction']}")
     if o["target_loss"] is not None and o["val_fraction"] == 0:
         raise UsageError("--target-loss needs a validation split; set --val-fraction above 0")
     if o["local_vocab"] and o["tokenizer"] == "byte":
@@ -463,18 +442,14 @@ def main(argv=None):
     from gpt.export import HFFormatError
     from gpt.tokenizers import TokenizerChoiceError
     from minigrad import DeviceError
-    try:
+
+    def train(argv):
         opts, saved = resolve_options(argv)
         check_options(opts)
-        trainer = Trainer(opts, saved)
-        return trainer.run()
-    except (UsageError, DataError, CorpusError, CheckpointError, DeviceError, TokenizerChoiceError,
-            HFFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted before training started; nothing was saved", file=sys.stderr)
-        return 130
+        return Trainer(opts, saved).run()
+    return run_main(lambda: train(argv),
+                    (DataError, CorpusError, CheckpointError, DeviceError, TokenizerChoiceError, HFFormatError),
+                    interrupted="interrupted before training started; nothing was saved")
 
 
 if __name__ == "__main__":

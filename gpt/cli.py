@@ -1,0 +1,41 @@
+"""What train.py and sample.py share: bad input as one line and exit status 2, number flags."""
+import argparse
+import math
+import sys
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line `error: ...`, exit status 2."""
+
+
+class LineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a UsageError (one line) instead of usage + exit."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see python {self.prog} --help)")
+
+
+def number(kind, check, bound):
+    """An argparse type: parse `kind` and require check(value); argparse names the flag."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+        if not (math.isfinite(value) and check(value)):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
+
+
+def run_main(body, errors, interrupted="interrupted"):
+    """body() -> exit status. UsageError and the exception types in `errors` print one
+    `error: ...` line and give status 2; Ctrl-C prints `interrupted` and gives 130."""
+    try:
+        return body()
+    except (UsageError, *errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

@@ -113,7 +113,7 @@ def resolve_options(argv):
         arrays, meta = load_checkpoint(os.path.join(out_dir, CHECKPOINT_NAME))
         saved = (arrays, meta)
         opts.update(meta["options"])
-        for key in RUN_FIELDS + MODEL_FIELDS:
+        for key in RUN_FIELDS:
             if key in given and key in meta["options"] and given[key] != meta["options"][key]:
                 raise UsageError(f"--resume: the checkpoint in {out_dir} was trained with {key}={meta['options'][key]!r}, "
                                  f"not {given[key]!r}; drop the flag or use another --out-dir")
@@ -148,9 +148,8 @@ def _tokenizer_of_hf_dir(o):
 
 
 def check_options(o):
-    for a, b in (("min_lr", "lr"),):
-        if o[a] > o[b]:
-            raise UsageError(f"--min-lr ({o['min_lr']}) must not exceed --lr ({o['lr']})")
+    if o["min_lr"] > o["lr"]:
+        raise UsageError(f"--min-lr ({o['min_lr']}) must not exceed --lr ({o['lr']})")
     if o["target_loss"] is not None and o["val_fraction"] == 0:
         raise UsageError("--target-loss needs a validation split; set --val-fraction above 0")
     if o["local_vocab"] and o["tokenizer"] == "byte":
@@ -257,9 +256,6 @@ class Trainer:
         if meta["tokenizer"] != self.tokenizer.identity:
             raise UsageError(f"--resume: the checkpoint was trained with tokenizer {meta['tokenizer']}, "
                              f"not {self.tokenizer.identity}; use the same tokenizer files or another --out-dir")
-        if meta["config"] != self.config.to_dict():
-            raise UsageError(f"--resume: the checkpoint's model config {meta['config']} differs from "
-                             f"{self.config.to_dict()}; use another --out-dir")
         if arrays["params"].size != self.model.params.size:
             raise UsageError("--resume: the checkpoint's parameter count does not match the model")
         self.model.params[...] = self.backend.asarray(arrays["params"])

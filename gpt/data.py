@@ -63,7 +63,8 @@ def load_bpe_corpus(path, tokenizer, cache_dir):
 
     Returns a read-only memmap of tokenizer.token_dtype."""
     docs = list_documents(path)
-    sources = [[os.path.abspath(d), os.path.getsize(d), os.stat(d).st_mtime_ns] for d in docs]
+    stats = [os.stat(d) for d in docs]
+    sources = [[os.path.abspath(d), st.st_size, st.st_mtime_ns] for d, st in zip(docs, stats)]
     if not any(size for _, size, _ in sources):
         raise DataError(f"--data {path}: the corpus is empty")
     dtype = np.dtype(tokenizer.token_dtype)
@@ -78,6 +79,8 @@ def load_bpe_corpus(path, tokenizer, cache_dir):
     else:
         tokens = tokenizer.encode_corpus([read_text(d) for d in docs]).astype(dtype, copy=False)
         os.makedirs(cache_dir, exist_ok=True)
+        if os.path.exists(meta_path):
+            os.remove(meta_path)                                        # the old cache is invalid from here
         tokens.tofile(bin_path + ".tmp")
         os.replace(bin_path + ".tmp", bin_path)
         with open(meta_path + ".tmp", "w") as f:

@@ -1,5 +1,7 @@
 """Causal multi-head self-attention: gradients (input and all four weights, with and without
-dropout), a per-head loop reference for the forward, causality and batch independence."""
+dropout), a per-head loop reference for the forward, causality and batch independence.
+QUERY_BLOCKS runs each check with one query block (the whole square) and with causal block
+skipping over several blocks, the last one shorter."""
 import math
 
 import numpy as np
@@ -10,9 +12,10 @@ from minigrad import attention_backward, attention_forward
 C = 12
 SHAPES = [(1, 1), (1, 4), (3, 1), (2, 5)]   # (B, T)
 HEADS = [1, 3, 4]
+QUERY_BLOCKS = [64, 2]   # at T = 5: one block; blocks [0, 2), [2, 4), [4, 5)
 
 
-def attention_case(B, T, n_head, dropout_p=0.0, seed=0):
+def attention_case(B, T, n_head, dropout_p=0.0, seed=0, query_block=64):
     """(forward, backward, tensors, x) with weights large enough that softmax is far from uniform.
     With dropout, each forward call gets a fresh Generator with the same seed (the same mask)."""
     rng = np.random.default_rng(seed)
@@ -21,7 +24,8 @@ def attention_case(B, T, n_head, dropout_p=0.0, seed=0):
                "w_proj": 0.5 * rng.standard_normal((C, C)), "b_proj": 0.5 * rng.standard_normal(C)}
 
     def forward(**t):
-        return attention_forward(**t, n_head=n_head, dropout_p=dropout_p, rng=np.random.default_rng(7))
+        return attention_forward(**t, n_head=n_head, dropout_p=dropout_p, rng=np.random.default_rng(7),
+                                 query_block=query_block)
     return forward, attention_backward, tensors, "x"
 
 
@@ -41,34 +45,60 @@ def attention_reference(x, w_qkv, b_qkv, w_proj, b_proj, n_head):
     return y @ w_proj + b_proj
 
 
+@pytest.mark.parametrize("query_block", QUERY_BLOCKS, ids=lambda b: f"qb{b}")
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"B{s[0]}T{s[1]}")
 @pytest.mark.parametrize("n_head", HEADS, ids=lambda h: f"H{h}")
-def test_gradients_match_finite_differences(pair, n_head, shape):
+def test_gradients_match_finite_differences(pair, n_head, shape, query_block):
     """Backward == float64 central differences for x, w_qkv, b_qkv, w_proj, b_proj."""
-    pair(*attention_case(*shape, n_head)).gradcheck()
+    pair(*attention_case(*shape, n_head, query_block=query_block)).gradcheck()
 
 
+@pytest.mark.parametrize("query_block", QUERY_BLOCKS, ids=lambda b: f"qb{b}")
 @pytest.mark.parametrize("shape", [(1, 4), (2, 5)], ids=lambda s: f"B{s[0]}T{s[1]}")
-def test_gradients_with_dropout_match_finite_differences(pair, shape):
+def test_gradients_with_dropout_match_finite_differences(pair, shape, query_block):
     """The same with attention dropout, the mask fixed by the seed."""
-    pair(*attention_case(*shape, n_head=3, dropout_p=0.2)).gradcheck()
+    pair(*attention_case(*shape, n_head=3, dropout_p=0.2, query_block=query_block)).gradcheck()
 
 
+@pytest.mark.parametrize("query_block", [64, 2, 1], ids=lambda b: f"qb{b}")
 @pytest.mark.parametrize("n_head", HEADS, ids=lambda h: f"H{h}")
-def test_forward_matches_per_head_loop(n_head):
+def test_forward_matches_per_head_loop(n_head, query_block):
     """Head split, causal mask, softmax and projections as in GPT-2; dropout off in eval."""
     _, _, t, _ = attention_case(2, 5, n_head)
     expected = attention_reference(**t, n_head=n_head)
-    np.testing.assert_allclose(attention_forward(**t, n_head=n_head)[0], expected, rtol=1e-12, atol=1e-12)
-    out_eval, _ = attention_forward(**t, n_head=n_head, dropout_p=0.5, rng=np.random.default_rng(0), train=False)
+    out, _ = attention_forward(**t, n_head=n_head, query_block=query_block)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    out_eval, _ = attention_forward(**t, n_head=n_head, dropout_p=0.5, rng=np.random.default_rng(0), train=False,
+                                    query_block=query_block)
     np.testing.assert_allclose(out_eval, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_float32_block_skipping_equals_whole_square():
+    """float32, T = 37 in blocks of 8 (the last one short): output and every gradient equal the
+    one-block computation of the whole square to float32 rounding."""
+    rng = np.random.default_rng(3)
+    B, T, n_head = 2, 37, 3
+    t = {"x": rng.standard_normal((B, T, C)), "w_qkv": 0.5 * rng.standard_normal((C, 3 * C)),
+         "b_qkv": 0.5 * rng.standard_normal(3 * C), "w_proj": 0.5 * rng.standard_normal((C, C)),
+         "b_proj": 0.5 * rng.standard_normal(C)}
+    t = {name: value.astype(np.float32) for name, value in t.items()}
+    dout = rng.standard_normal((B, T, C)).astype(np.float32)
+    results = []
+    for query_block in (T, 8):
+        out, cache = attention_forward(**t, n_head=n_head, query_block=query_block)
+        grads = [np.zeros_like(t[n]) for n in ("w_qkv", "b_qkv", "w_proj", "b_proj")]
+        results.append([out, attention_backward(dout, cache, *grads), *grads])
+    for whole, blocked in zip(*results):
+        assert blocked.dtype == np.float32
+        np.testing.assert_allclose(blocked, whole, rtol=2e-5, atol=2e-5 * np.abs(whole).max())
+
+
+@pytest.mark.parametrize("query_block", QUERY_BLOCKS, ids=lambda b: f"qb{b}")
 @pytest.mark.parametrize("t", range(5))
-def test_future_positions_get_no_gradient(t):
+def test_future_positions_get_no_gradient(t, query_block):
     """d out[:, t] / d x[:, t'] is exactly 0 for t' > t, analytically (dout nonzero only at t)
     and by perturbation (changing x[:, t+1:] leaves out[:, :t+1] bit-identical)."""
-    forward, backward, tensors, _ = attention_case(2, 5, n_head=3)
+    forward, backward, tensors, _ = attention_case(2, 5, n_head=3, query_block=query_block)
     out, cache = forward(**tensors)
     dout = np.zeros_like(out)
     dout[:, t] = np.random.default_rng(1).standard_normal(dout[:, t].shape)
@@ -88,12 +118,14 @@ def test_batch_rows_are_independent():
     np.testing.assert_array_equal(forward(**tensors)[0][0], out0)
 
 
-def test_backward_accumulates_weight_grads(pair):
+@pytest.mark.parametrize("query_block", QUERY_BLOCKS, ids=lambda b: f"qb{b}")
+def test_backward_accumulates_weight_grads(pair, query_block):
     """Calling backward twice into the same grad arrays doubles all four."""
-    pair(*attention_case(2, 5, n_head=3)).check_accumulates()
+    pair(*attention_case(2, 5, n_head=3, query_block=query_block)).check_accumulates()
 
 
+@pytest.mark.parametrize("query_block", QUERY_BLOCKS, ids=lambda b: f"qb{b}")
 @pytest.mark.parametrize("dropout_p", [0.0, 0.2])
-def test_float32_stays_float32(pair, dropout_p):
+def test_float32_stays_float32(pair, dropout_p, query_block):
     """float32 in: float32 output, dx and weight grads, no float64 on the way."""
-    pair(*attention_case(2, 5, n_head=3, dropout_p=dropout_p)).check_dtype(np.float32)
+    pair(*attention_case(2, 5, n_head=3, dropout_p=dropout_p, query_block=query_block)).check_dtype(np.float32)

@@ -70,24 +70,6 @@ def keep_freed_memory():
         pass
 
 
-CHUNK_ELEMENTS = 1 << 16     # 256 KiB of float32 per array: a few such arrays fit in L2
-
-
-def row_chunks(a):
-    """Row slices of the 2-D array `a`, each of about CHUNK_ELEMENTS elements (whole rows).
-
-    A layer that makes several elementwise passes (GELU) runs them one chunk at a
-    time: the chunk stays in the core's cache between passes instead of every pass streaming
-    the whole array through memory (GELU forward + backward 18 -> 12 ms at 2048 x 1536 here).
-    On a GPU each pass is one kernel over everything, so there the only chunk is the whole.
-    """
-    n_rows, row_len = a.shape
-    if get_array_module(a) is not np:
-        return [slice(0, n_rows)]
-    step = max(1, CHUNK_ELEMENTS // max(row_len, 1))
-    return [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
-
-
 class Backend:
     """An array module plus the handful of device operations the trainer needs.
 

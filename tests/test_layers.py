@@ -10,7 +10,6 @@ from functools import partial
 import numpy as np
 import pytest
 
-import minigrad.backend
 from minigrad import (dropout_backward, dropout_forward, embedding_backward, embedding_forward,
                       gelu_backward, gelu_forward, layernorm_backward, layernorm_forward,
                       linear_backward, linear_forward)
@@ -66,35 +65,6 @@ def make(pair, name, B=2, T=5, seed=0):
 def test_gradients_match_finite_differences(pair, name, shape):
     """Backward == float64 central differences for the input and every weight."""
     make(pair, name, *shape).gradcheck()
-
-
-@pytest.fixture
-def small_chunks(monkeypatch):
-    """GELU runs its passes over chunks of 2 rows (C = 5): several chunks, and a shorter last
-    one when the row count is odd."""
-    monkeypatch.setattr(minigrad.backend, "CHUNK_ELEMENTS", 2 * C)
-
-
-@pytest.mark.parametrize("shape", [(2, 5), (3, 1)], ids=lambda s: f"B{s[0]}T{s[1]}")
-def test_chunked_gelu_matches_finite_differences(pair, shape, small_chunks):
-    """The same check with the work split into row chunks."""
-    make(pair, "gelu", *shape).gradcheck()
-
-
-def test_float32_chunked_gelu_equals_one_pass(pair, monkeypatch):
-    """float32 at 37 x 5: many small chunks give the output and every gradient of one chunk
-    over everything, to float32 rounding."""
-    results = []
-    for chunk in (10 ** 9, 3 * C):
-        monkeypatch.setattr(minigrad.backend, "CHUNK_ELEMENTS", chunk)
-        p = pair(*CASES["gelu"](np.random.default_rng(4), 37, 1))
-        p.tensors = {n: a.astype(np.float32) for n, a in p.tensors.items()}
-        dout = np.random.default_rng(5).standard_normal((37, 1, C)).astype(np.float32)
-        out, dx, grads = p.run(dout)
-        results.append([out, dx, *grads.values()])
-    for whole, chunked in zip(*results):
-        assert chunked.dtype == np.float32
-        np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-5 * np.abs(whole).max())
 
 
 @pytest.mark.parametrize("name", WEIGHTED)

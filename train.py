@@ -29,7 +29,7 @@ DEFAULTS = dict(
     weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_steps=20,
     val_fraction=0.1, sampling="random", target_loss=None, out_dir="out", resume=False,
     bpe_vocab=None, bpe_merges=None, local_vocab=False, show_window=False, init_from=None,
-    threads=None, prompt="\n", sample_tokens=300, temperature=0.8, top_k=None, log_interval=10,
+    workers=None, prompt="\n", sample_tokens=300, temperature=0.8, top_k=None, log_interval=10,
 )
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "vocab_size")
 # Options that define what is trained: a resumed run must not change them.
@@ -83,7 +83,8 @@ def build_parser():
     g = p.add_argument_group("run")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"auto uses CUDA when CuPy finds a GPU (default: {d['device']})")
     g.add_argument("--dtype", choices=["float32", "float64"], help=f"floating-point type of parameters and activations (default: {d['dtype']})")
-    g.add_argument("--threads", type=POSITIVE_INT, help="CPU threads, each training a slice of the batch (default: all cores)")
+    g.add_argument("--workers", "--threads", type=POSITIVE_INT,
+                   help="CPU worker processes, each training a slice of the batch (default: all cores)")
     g.add_argument("--seed", type=NONNEG_INT, help=f"seed for init, data order, dropout and samples (default: {d['seed']})")
     g.add_argument("--out-dir", help=f"where the checkpoint, loss curve and config go (default: {d['out_dir']})")
     g.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
@@ -113,6 +114,8 @@ def resolve_options(argv):
         arrays, meta = load_checkpoint(os.path.join(out_dir, CHECKPOINT_NAME))
         saved = (arrays, meta)
         opts.update(meta["options"])
+        if "threads" in meta["options"]:                 # checkpoints from before the rename
+            opts["workers"] = opts.pop("threads")
         for key in RUN_FIELDS:
             if key in given and key in meta["options"] and given[key] != meta["options"][key]:
                 raise UsageError(f"--resume: the checkpoint in {out_dir} was trained with {key}={meta['options'][key]!r}, "
@@ -232,7 +235,7 @@ class Trainer:
             self.model = load_hf_gpt2(o["init_from"], self.backend, dropout=self.config.dropout)
         else:
             self.model = GPT(self.config, self.backend, seed=o["seed"])
-        self.parallel = DataParallel(self.model, o["threads"])
+        self.parallel = DataParallel(self.model, o["workers"])
         self.optimizer = AdamW(self.model.params, self.model.grads, self.model.decay_mask(),
                                betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"],
                                threads=self.parallel.n_workers)
@@ -344,9 +347,9 @@ class Trainer:
             return 0
         os.makedirs(o["out_dir"], exist_ok=True)
         tokens_per_step = o["batch_size"] * cfg.block_size * o["grad_accum"]
-        threads = f", {self.parallel.n_workers} threads" if self.backend.name == "cpu" else ""
+        workers = f", {self.parallel.n_workers} worker processes" if self.parallel.n_workers > 1 else ""
         print(f"device: {self.backend.name} ({self.backend.xp.__name__} {self.backend.xp.__version__}, "
-              f"{o['dtype']}{threads})")
+              f"{o['dtype']}{workers})")
         print(f"model: {self.model}")
         print(f"data: {o['data']}: {self.n_tokens:,} tokens ({o['tokenizer']} tokenizer), "
               f"{len(self.train_data.tokens):,} train / {len(self.val_data.tokens) if self.val_data else 0:,} validation")
@@ -442,7 +445,11 @@ def main(argv=None):
     def train(argv):
         opts, saved = resolve_options(argv)
         check_options(opts)
-        return Trainer(opts, saved).run()
+        trainer = Trainer(opts, saved)
+        try:
+            return trainer.run()
+        finally:
+            trainer.parallel.close()
     return run_main(lambda: train(argv),
                     (DataError, CorpusError, CheckpointError, DeviceError, TokenizerChoiceError, HFFormatError),
                     interrupted="interrupted before training started; nothing was saved")

@@ -149,7 +149,7 @@ def _block_step(x, p, i, n_head, cache, t0):
     x = x + _attention_step(a, p, h, n_head, cache.k[i], cache.v[i], t0)
     m, _ = layernorm_forward(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"])
     m, _ = linear_forward(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])        # (B, T, 4C)
-    m, _ = gelu_forward(m)
+    m, _ = gelu_forward(m, keep_grad=False)
     m, _ = linear_forward(m, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])    # (B, T, C)
     return x + m
 

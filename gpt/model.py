@@ -13,6 +13,7 @@ named tensor is a view into them, named and shaped as in Hugging Face's GPT-2 st
 """
 import copy
 import math
+import mmap
 
 import numpy as np
 
@@ -68,6 +69,13 @@ def _views(flat, shapes):
         views[name] = flat[offset:offset + n].reshape(shape)
         offset += n
     return views
+
+
+def _shared_copy(a):
+    """A copy of the host array `a` in anonymous shared memory (inherited by forked processes)."""
+    shared = np.frombuffer(mmap.mmap(-1, max(a.nbytes, 1)), dtype=a.dtype, count=a.size)
+    shared[...] = a
+    return shared
 
 
 class GPT:
@@ -135,11 +143,23 @@ class GPT:
             else:
                 view[...] = self.backend.asarray(value, dtype=view.dtype)
 
+    def share_memory(self):
+        """Move params and grads into shared memory (CPU): processes forked after this see the
+        same parameters, and replicas made after it get shared gradient buffers, which the
+        data-parallel workers of gpt/parallel.py use. Values are kept; views are remade, so
+        call it before handing params or grads to an optimizer."""
+        self._shared = True
+        self.params = _shared_copy(self.params)
+        self.grads = _shared_copy(self.grads)
+        self.p = _views(self.params, self.shapes)
+        self.g = _views(self.grads, self.shapes)
+
     def replica(self):
-        """A twin sharing this model's parameters, with its own gradient buffer and activation
-        cache: one worker of the data-parallel threads in gpt/parallel.py."""
+        """A twin sharing this model's parameters, with its own gradient buffer (in shared
+        memory after share_memory()) and activation cache: one data-parallel worker."""
         twin = copy.copy(self)
-        twin.grads = self.backend.xp.zeros_like(self.grads)
+        zeros = self.backend.xp.zeros_like(self.grads)
+        twin.grads = _shared_copy(zeros) if getattr(self, "_shared", False) else zeros
         twin.g = _views(twin.grads, self.shapes)
         twin._cache = None
         return twin
@@ -165,6 +185,7 @@ class GPT:
         if T > cfg.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {cfg.block_size}")
         drop = cfg.dropout if train else 0.0
+        need_grad = targets is not None and keep_cache
         c = {"blocks": []}                                                  # caches for backward
 
         x, c["emb"] = embedding_forward(idx, p["wte.weight"], p["wpe.weight"])   # (B, T, C)
@@ -179,7 +200,7 @@ class GPT:
             x = x + a                                                       # residual
             m, bc["ln_2"] = layernorm_forward(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"])
             m, bc["fc"] = linear_forward(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])  # (B, T, 4C)
-            m, bc["gelu"] = gelu_forward(m)
+            m, bc["gelu"] = gelu_forward(m, keep_grad=need_grad)
             m, bc["proj"] = linear_forward(m, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
             m, bc["mlp_drop"] = dropout_forward(m, drop, rng)
             x = x + m                                                       # residual

@@ -1,23 +1,34 @@
-"""Data parallelism across CPU cores, inside one process.
+"""Data parallelism across CPU cores: one worker process per core, parameters in shared memory.
 
 NumPy's elementwise work runs on one core, and OpenBLAS's own threads are slow on the many
 small per-head matmuls of attention (on the 2-core machine this was written on, a 6-layer
 384-wide step took 41 s with 2 BLAS threads and 2.9 s with 1). So instead of spreading each
 operation over the cores, the batch is split by rows into one shard per core, and each shard's
-forward and backward runs on its own thread with single-threaded BLAS. NumPy releases the GIL
-inside its loops and BLAS calls, so the shards really run at the same time.
+forward and backward runs in its own process with single-threaded BLAS.
 
-Each worker owns a `GPT.replica()`: it shares the parameters and has its own gradients and
-activations. Worker 0 is the model itself. With n_s of the n batch rows in shard s,
+Processes, not threads: threads share one interpreter lock, and every NumPy call hands it over
+and takes it back. With large arrays that costs little, but on small models the handovers
+dominate: at 4 layers x 128 wide, B = 12, T = 64, two threads reached 0.65 of two cores, two
+processes 0.97 (measured here). So the parameters and every worker's gradients live in shared
+memory (`GPT.share_memory`), the workers are forked once and stay, and per step they receive
+their rows and send back a loss, a few kilobytes through a pipe.
+
+Worker 0 is this process, running the model itself; worker i > 0 owns a `GPT.replica()` that
+shares the parameters and has its own gradients and activations. With n_s of the n batch rows
+in shard s,
     loss = sum_s (n_s / n) loss_s,   so   d loss / d params = sum_s (n_s / n) d loss_s / d params,
-which is what backward(dloss * n_s / n) accumulates; the other workers' gradients are then added
-into the model's. The result equals one pass over the whole batch up to float rounding, and it
-is deterministic: every shard and the order of the sums are fixed.
-On CUDA (or with one worker) the whole batch goes through the model as it is.
+which is what backward(dloss * n_s / n) accumulates; the workers' gradients are then added into
+the model's, each worker summing one slice of the buffer. The result equals one pass over the
+whole batch up to float rounding, and it is deterministic: every shard and the order of the
+sums are fixed. On CUDA, off Linux (forking is only safe there with every BLAS NumPy ships), or
+with one worker, the whole batch goes through the model as it is.
 """
-import contextvars
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+import signal
+import sys
+
+import numpy as np
 
 
 def available_cores():
@@ -27,79 +38,153 @@ def available_cores():
         return os.cpu_count() or 1
 
 
+def _serve(conn, replica, all_grads, other_ends):
+    """A worker process's loop: run the requests `conn` brings, reply with (result, error)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the main process's to handle
+    for end in other_ends:                           # so that the main process exiting ends us
+        end.close()
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=1, user_api="blas")
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:                             # the main process is gone
+            return
+        if request is None:
+            return
+        op, errstate, args = request
+        try:
+            with np.errstate(**errstate):
+                conn.send((_OPS[op](replica, all_grads, *args), None))
+        except Exception as e:                       # raised again in the main process
+            conn.send((None, e))
+
+
+def _forward_backward(model, all_grads, x, y, dloss, fraction, train, rng, zero_grads):
+    """Add d(dloss * fraction * loss(x, y))/d params into model.grads (zeroed first if asked:
+    a worker's own buffer holds only this batch; the model's accumulates micro-batches)."""
+    if zero_grads:
+        model.zero_grad()
+    _, loss = model.forward(x, y, train=train, rng=rng, return_logits=False)
+    model.backward(dloss * fraction)
+    return loss * fraction
+
+
+def _loss(model, all_grads, x, y, fraction):
+    return model.forward(x, y, keep_cache=False, return_logits=False)[1] * fraction
+
+
+def _sum_grads(model, all_grads, lo, hi, n_used):
+    """all_grads[0][lo:hi] += the other used workers' gradients there (in worker order)."""
+    for grads in all_grads[1:n_used]:
+        all_grads[0][lo:hi] += grads[lo:hi]
+
+
+_OPS = {"forward_backward": _forward_backward, "loss": _loss, "sum_grads": _sum_grads}
+
+
 class DataParallel:
-    """Runs forward + backward of a batch over up to `n_workers` threads (CPU only).
+    """Runs forward + backward of a batch over up to `n_workers` processes (CPU on Linux).
 
     A shard gets at least `min_tokens` tokens (default 2 x n_embd): a matmul with a (C, kC)
     weight needs a few C rows for single-threaded BLAS to approach its peak, and below that
-    two threads on halves lose to BLAS's own threads on the whole (measured here: GPT-2 124M,
+    two workers on halves lose to BLAS's own threads on the whole (measured here: GPT-2 124M,
     C=768, at B=4, T=64 ran at 204 tokens/s as one shard, 125-144 as two shards of 128 rows).
-    Such a batch runs as one shard with BLAS's own threads and no extra gradient buffer.
-    Replicas are made when a batch first needs them."""
+    Such a batch runs as one shard with BLAS's own threads. The worker processes are started
+    when a batch first needs them, and end with this object or with the program."""
 
     def __init__(self, model, n_workers=None, min_tokens=None):
         self.model = model
         n = n_workers or available_cores()
-        self.n_workers = n if model.backend.name == "cpu" else 1
+        usable = model.backend.name == "cpu" and sys.platform.startswith("linux")
+        self.n_workers = n if usable else 1
         self.min_tokens = min_tokens or 2 * model.config.n_embd
-        self.replicas = [model]
-        self.pool = ThreadPoolExecutor(self.n_workers) if self.n_workers > 1 else None
+        self.pipes = []                                   # one per worker process
+        self.processes = []
+        self.all_grads = [model.grads]                    # the model's, then each worker's
         self.blas = None
-        if self.pool is not None:
-            from threadpoolctl import ThreadpoolController
-            self.blas = ThreadpoolController()
+        if self.n_workers > 1:
+            model.share_memory()
+
+    def _start_workers(self):
+        from threadpoolctl import ThreadpoolController
+        self.blas = ThreadpoolController()
+        replicas = [self.model.replica() for _ in range(self.n_workers - 1)]
+        self.all_grads = all_grads = [self.model.grads] + [r.grads for r in replicas]
+        fork = multiprocessing.get_context("fork")
+        ends = [fork.Pipe() for _ in replicas]
+        for i, replica in enumerate(replicas):
+            mine, theirs = ends[i]
+            others = [end for j, pair in enumerate(ends) for end in pair if j != i] + [mine]
+            p = fork.Process(target=_serve, args=(theirs, replica, all_grads, others), daemon=True)
+            p.start()
+            theirs.close()
+            self.processes.append(p)
+            self.pipes.append(mine)
+
+    def close(self):
+        """Stop the worker processes (also done at exit)."""
+        for conn, p in zip(self.pipes, self.processes):
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+            p.join(timeout=5)
+            conn.close()
+        self.pipes, self.processes = [], []
+
+    def __del__(self):
+        self.close()
 
     def _shards(self, batch_size, seq_len):
         """Row slices, one per worker, each with at least one row and min_tokens tokens."""
         n = max(1, min(self.n_workers, batch_size, batch_size * seq_len // self.min_tokens))
-        while len(self.replicas) < n:
-            self.replicas.append(self.model.replica())
+        if n > 1 and not self.processes:
+            self._start_workers()
         bounds = [round(i * batch_size / n) for i in range(n + 1)]
         return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
 
-    def _run(self, work, shards, batch_size):
-        """Apply work(worker, rows, fraction) to every shard; returns the weighted loss."""
-        jobs = [(i, rows, (rows.stop - rows.start) / batch_size) for i, rows in enumerate(shards)]
-        if len(jobs) == 1:
-            return work(*jobs[0])
-        contexts = [contextvars.copy_context() for _ in jobs]    # the caller's np.errstate etc.
-        with self.blas.limit(limits=1, user_api="blas"):
-            return sum(self.pool.map(lambda ctx, job: ctx.run(work, *job), contexts, jobs))
+    def _run(self, op, jobs):
+        """Send jobs[i] (an argument tuple) to worker i > 0, run jobs[0] here with single-threaded
+        BLAS, and return every worker's result in order. The workers use this process's
+        np.errstate; an exception in any worker is raised here after all have answered."""
+        errstate = np.geterr()
+        for conn, args in zip(self.pipes, jobs[1:]):
+            conn.send((op, errstate, args))
+        results, error = [None], None
+        try:
+            with self.blas.limit(limits=1, user_api="blas"):
+                results[0] = _OPS[op](self.model, self.all_grads, *jobs[0])
+        except Exception as e:
+            error = e
+        for conn in self.pipes[:len(jobs) - 1]:
+            result, worker_error = conn.recv()
+            results.append(result)
+            error = error or worker_error
+        if error is not None:
+            raise error
+        return results
 
     def forward_backward(self, x, y, dloss=1.0, train=True, rng_for=None):
         """x, y (B, T) host int arrays. Adds d(dloss * loss)/d params into model.grads and
         returns the loss (a float). rng_for(worker) gives each worker's dropout Generator."""
-        asarray = self.model.backend.asarray
-
-        def work(i, rows, fraction):
-            replica = self.replicas[i]
-            if i > 0:
-                replica.zero_grad()
-            _, loss = replica.forward(asarray(x[rows]), asarray(y[rows]), train=train,
-                                      rng=rng_for(i) if rng_for else None, return_logits=False)
-            replica.backward(dloss * fraction)
-            return loss * fraction
-
         shards = self._shards(*x.shape)
-        loss = self._run(work, shards, len(x))
-        used = self.replicas[1:len(shards)]
-        if used:                                         # sum the workers' gradients, in parallel parts
-            grads, n = self.model.grads, self.model.grads.size
-            bounds = [n * i // self.n_workers for i in range(self.n_workers + 1)]
-
-            def add_part(part):
-                for replica in used:
-                    grads[bounds[part]:bounds[part + 1]] += replica.grads[bounds[part]:bounds[part + 1]]
-            list(self.pool.map(add_part, range(self.n_workers)))
+        if len(shards) == 1:
+            asarray = self.model.backend.asarray
+            return _forward_backward(self.model, self.all_grads, asarray(x), asarray(y), dloss, 1.0, train,
+                                     rng_for(0) if rng_for else None, zero_grads=False)
+        jobs = [(x[rows], y[rows], dloss, (rows.stop - rows.start) / len(x), train,
+                 rng_for(i) if rng_for else None, i > 0) for i, rows in enumerate(shards)]
+        loss = sum(self._run("forward_backward", jobs))
+        n = self.model.grads.size                        # sum the workers' gradients, a slice each
+        bounds = [n * i // len(shards) for i in range(len(shards) + 1)]
+        self._run("sum_grads", [(bounds[i], bounds[i + 1], len(shards)) for i in range(len(shards))])
         return loss
 
     def loss(self, x, y):
         """The loss of a batch, no gradients (for evaluation)."""
-        asarray = self.model.backend.asarray
-
-        def work(i, rows, fraction):
-            replica = self.replicas[i]
-            _, loss = replica.forward(asarray(x[rows]), asarray(y[rows]), keep_cache=False, return_logits=False)
-            return loss * fraction
-
-        return self._run(work, self._shards(*x.shape), len(x))
+        shards = self._shards(*x.shape)
+        if len(shards) == 1:
+            asarray = self.model.backend.asarray
+            return _loss(self.model, self.all_grads, asarray(x), asarray(y), 1.0)
+        return sum(self._run("loss", [(x[rows], y[rows], (rows.stop - rows.start) / len(x)) for rows in shards]))

@@ -144,3 +144,12 @@ def test_dropout_zeroes_fraction_p_and_rescales_survivors():
     dx = dropout_backward(dout, cache)
     np.testing.assert_array_equal(dx == 0, dropped)
     np.testing.assert_allclose(dx[~dropped], dout[~dropped] / (1 - p), rtol=1e-6)
+
+
+def test_gelu_inference_path_gives_the_same_output():
+    """keep_grad=False skips the derivative, not the forward: the output is bit-identical."""
+    x = 3 * np.random.default_rng(2).standard_normal((4, 7)).astype(np.float32)
+    out, dgelu = gelu_forward(x)
+    out_inference, cache = gelu_forward(x, keep_grad=False)
+    np.testing.assert_array_equal(out_inference, out)
+    assert cache is None and dgelu.shape == x.shape

@@ -72,9 +72,9 @@ def _interrupting_step(stop_at):
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch):
-    # 16 x 128 tokens per micro-batch: enough for two data-parallel threads (gpt/parallel.py)
+    # 16 x 128 tokens per micro-batch: enough for two data-parallel workers (gpt/parallel.py)
     args = FAST + ["--max-steps", "12", "--eval-interval", "5", "--dropout", "0.1", "--grad-accum", "2",
-                   "--batch-size", "16", "--block-size", "128", "--threads", "2"]
+                   "--batch-size", "16", "--block-size", "128", "--workers", "2"]
     assert train.main(args + ["--out-dir", str(tmp_path / "full")]) == 0
     with monkeypatch.context() as m:
         m.setattr(train.Trainer, "train_step", _interrupting_step(7))

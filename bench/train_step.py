@@ -11,8 +11,9 @@ matmul peak measured here in the same run, with model FLOPs per token = 6 N + 12
 real work that formula leaves out, so the table also gives MFU with the head counted.
 Each framework runs in its own process (so neither's thread pool or heap disturbs the other),
 and the two take turns, one step each, with a short pause between steps; peak memory is each
-process's peak RSS (VmHWM) over all its steps, "step MiB" the part above its RSS before the
-model was built.
+process's peak RSS (VmHWM) over all its steps, plus each of our data-parallel worker processes'
+peak RSS less the shared memory (parameters, gradients) already counted; "step MiB" is the part
+above the process's RSS before the model was built.
 """
 import argparse
 import json
@@ -67,7 +68,7 @@ class OursStep:
         self.y = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
 
     def step(self):
-        """-> (forward + backward s, None, optimizer s): the data-parallel threads overlap
+        """-> (forward + backward s, None, optimizer s): the data-parallel workers overlap
         forward and backward, so they are timed together."""
         t0 = time.perf_counter()
         self.model.zero_grad()
@@ -110,11 +111,20 @@ def config_from(args):
                             block_size=args.block_size, vocab_size=args.vocab_size)
 
 
-def status_mib(field):
-    """VmRSS (now) or VmHWM (peak; reset by exec, unlike ru_maxrss) of this process, MiB."""
-    with open("/proc/self/status") as f:
+def status_mib(field, pid="self"):
+    """VmRSS (now), VmHWM (peak; reset by exec, unlike ru_maxrss) or RssShmem (shared memory
+    resident now) of a process, MiB."""
+    with open(f"/proc/{pid}/status") as f:
         line = next(line for line in f if line.startswith(field + ":"))
     return int(line.split()[1]) / 1024
+
+
+def peak_mib(runner):
+    """Peak RSS of this process plus, for each data-parallel worker process, its peak RSS less
+    the shared memory it maps (parameters and gradients, already counted here): shared pages
+    are counted once."""
+    workers = getattr(getattr(runner, "parallel", None), "processes", [])
+    return status_mib("VmHWM") + sum(status_mib("VmHWM", w.pid) - status_mib("RssShmem", w.pid) for w in workers)
 
 
 def worker(framework, cfg, batch_size):
@@ -132,7 +142,8 @@ def worker(framework, cfg, batch_size):
         elif line.strip() == "peak":
             reply = {"matmul_gflops": matmul_peak_gflops(reps=4)}
         else:
-            reply = {"peak_mib": status_mib("VmHWM"), "step_mib": status_mib("VmHWM") - base}
+            peak = peak_mib(runner)
+            reply = {"peak_mib": peak, "step_mib": peak - base}
         print(json.dumps(reply), flush=True)
         if "peak_mib" in reply:
             return

@@ -96,7 +96,7 @@ def attention_backward(dout, cache, dw_qkv, db_qkv, dw_proj, db_proj):
         dp = dys @ v[:, :, :e].transpose(0, 1, 3, 2)                   # (B, H, e-s, e) dprobs
         dp = dropout_backward(dp, drop_caches[i])
         # softmax backward: dscores = probs * (dprobs - rowsum(dprobs * probs)), in place
-        dp -= (dp * p).sum(axis=-1, keepdims=True)
+        dp -= xp.einsum("bhij,bhij->bhi", dp, p)[..., None]           # row sums of dprobs * probs
         dp *= p
         xp.matmul(dp, k[:, :, :e], out=dq[:, :, s:e])                 # d(q / sqrt(hs))
         if e == T:

@@ -6,7 +6,9 @@ backward: dweight += sum_rows dout * xhat,  dbias += sum_rows dout
           with g = dout * weight:
           dx = rstd * (g - avg(g) - xhat * avg(g * xhat))
 (avg is the mean over the normalized axis C; the two avg terms come from mean and rstd
-depending on every element of the row.)
+depending on every element of the row.) The row sums are einsums: NumPy's einsum sums a
+short contiguous row about twice as fast as .mean(axis=-1), and the same way for one row as
+for many, so a KV-cache step and a full forward round alike.
 """
 from .backend import get_array_module
 
@@ -16,24 +18,29 @@ EPS = 1e-5
 def layernorm_forward(x, weight, bias, eps=EPS):
     """x (..., C), weight (C,), bias (C,) -> out (..., C)."""
     xp = get_array_module(x)
-    mean = x.mean(axis=-1, keepdims=True)            # (..., 1)
-    xhat = x - mean                                  # (..., C) centred, normalized below
-    var = (xhat * xhat).mean(axis=-1, keepdims=True) # (..., 1) biased variance
-    rstd = 1.0 / xp.sqrt(var + eps)                  # (..., 1)
+    C = x.shape[-1]
+    x2 = x.reshape(-1, C)                                            # (N, C)
+    mean = xp.einsum("nc->n", x2)[:, None] / C                       # (N, 1)
+    xhat = x2 - mean                                                 # (N, C) centred, normalized below
+    var = xp.einsum("nc,nc->n", xhat, xhat)[:, None] / C             # (N, 1) biased variance
+    rstd = 1.0 / xp.sqrt(var + eps)                                  # (N, 1)
     xhat *= rstd
     out = xhat * weight
     out += bias
-    return out, (xhat, rstd, weight)
+    return out.reshape(x.shape), (xhat, rstd, weight)
 
 
 def layernorm_backward(dout, cache, dweight, dbias):
     """dout (..., C); accumulates dweight (C,), dbias (C,); returns dx (..., C)."""
-    xhat, rstd, weight = cache
+    xp = get_array_module(dout)
+    xhat, rstd, weight = cache                                       # (N, C), (N, 1), (C,)
     C = dout.shape[-1]
-    dweight += (dout * xhat).reshape(-1, C).sum(axis=0)
-    dbias += dout.reshape(-1, C).sum(axis=0)
-    g = dout * weight                                # (..., C) gradient w.r.t. xhat
-    dx = g - g.mean(axis=-1, keepdims=True)
-    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    dout2 = dout.reshape(-1, C)                                      # (N, C)
+    dweight += xp.einsum("nc,nc->c", dout2, xhat)
+    dbias += dout2.sum(axis=0)
+    dx = dout2 * weight                                              # g: gradient w.r.t. xhat
+    avg_gx = xp.einsum("nc,nc->n", dx, xhat)[:, None] / C            # (N, 1) avg(g * xhat)
+    dx -= xp.einsum("nc->n", dx)[:, None] / C                        # g - avg(g)
+    dx -= xhat * avg_gx
     dx *= rstd
-    return dx
+    return dx.reshape(dout.shape)

@@ -10,6 +10,7 @@ from functools import partial
 import numpy as np
 import pytest
 
+import minigrad.gelu
 from minigrad import (dropout_backward, dropout_forward, embedding_backward, embedding_forward,
                       gelu_backward, gelu_forward, layernorm_backward, layernorm_forward,
                       linear_backward, linear_forward)
@@ -144,6 +145,30 @@ def test_dropout_zeroes_fraction_p_and_rescales_survivors():
     dx = dropout_backward(dout, cache)
     np.testing.assert_array_equal(dx == 0, dropped)
     np.testing.assert_allclose(dx[~dropped], dout[~dropped] / (1 - p), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (3, 1)], ids=lambda s: f"B{s[0]}T{s[1]}")
+def test_gelu_in_row_blocks_matches_finite_differences(pair, shape, monkeypatch):
+    """The same check with GELU's passes run over blocks of 2 rows (C = 5): several blocks,
+    and a shorter last one when the row count is odd."""
+    monkeypatch.setattr(minigrad.gelu, "CHUNK_ELEMENTS", 2 * C)
+    make(pair, "gelu", *shape).gradcheck()
+
+
+def test_float32_gelu_in_row_blocks_equals_one_block(pair, monkeypatch):
+    """float32 at 37 x 5: blocks of 3 rows give the output and gradient of one block over
+    everything, bit for bit (the same operations on the same elements)."""
+    results = []
+    for chunk in (10 ** 9, 3 * C):
+        monkeypatch.setattr(minigrad.gelu, "CHUNK_ELEMENTS", chunk)
+        p = pair(*CASES["gelu"](np.random.default_rng(4), 37, 1))
+        p.tensors = {n: a.astype(np.float32) for n, a in p.tensors.items()}
+        dout = np.random.default_rng(5).standard_normal((37, 1, C)).astype(np.float32)
+        out, dx, _ = p.run(dout)
+        results.append((out, dx))
+    for whole, blocked in zip(*results):
+        assert blocked.dtype == np.float32
+        np.testing.assert_array_equal(blocked, whole)
 
 
 def test_gelu_inference_path_gives_the_same_output():

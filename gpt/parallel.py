@@ -86,12 +86,13 @@ _OPS = {"forward_backward": _forward_backward, "loss": _loss, "sum_grads": _sum_
 class DataParallel:
     """Runs forward + backward of a batch over up to `n_workers` processes (CPU on Linux).
 
-    A shard gets at least `min_tokens` tokens (default 2 x n_embd): a matmul with a (C, kC)
-    weight needs a few C rows for single-threaded BLAS to approach its peak, and below that
-    two workers on halves lose to BLAS's own threads on the whole (measured here: GPT-2 124M,
-    C=768, at B=4, T=64 ran at 204 tokens/s as one shard, 125-144 as two shards of 128 rows).
-    Such a batch runs as one shard with BLAS's own threads. The worker processes are started
-    when a batch first needs them, and end with this object or with the program."""
+    A shard gets at least `min_tokens` tokens (default 2 x n_embd). Every extra worker costs a
+    gradient buffer as large as the model, and single-threaded BLAS needs a few C rows per
+    matmul to approach its peak; below that, one shard on BLAS's own threads is as fast and
+    saves the memory (GPT-2 124M, C=768, at B=4, T=64: 166 tokens/s as one shard, 167 as two;
+    at B=4, T=256 two shards would run at 235 instead of 186 tokens/s, for 475 MiB more, and
+    the default keeps one). The worker processes are started when a batch first needs them,
+    and end with this object or with the program."""
 
     def __init__(self, model, n_workers=None, min_tokens=None):
         self.model = model
@@ -124,7 +125,7 @@ class DataParallel:
 
     def close(self):
         """Stop the worker processes (also done at exit)."""
-        for conn, p in zip(self.pipes, self.processes):
+        for conn, p in zip(getattr(self, "pipes", []), getattr(self, "processes", [])):
             try:
                 conn.send(None)
             except OSError:

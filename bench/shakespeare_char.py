@@ -8,6 +8,9 @@ same model (bench/torch_gpt.py), the same batches, schedule, clipping and evalua
 
     python bench/shakespeare_char.py              # ours
     python bench/shakespeare_char.py --vs-torch   # and PyTorch eager, for the wall time
+
+With --repeat N the runs alternate (ours, PyTorch, ours, PyTorch, ...), so a machine whose
+speed drifts over minutes slows both alike; every run's wall time is printed.
 """
 import argparse
 import json
@@ -83,16 +86,19 @@ def main():
     p.add_argument("--eval-steps", type=int, default=200, help="validation batches for the final loss")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--vs-torch", action="store_true")
+    p.add_argument("--repeat", type=int, default=1, help="alternating runs of each framework")
     args = p.parse_args()
-    results = [("minigrad", *run_ours(args.max_iters, args.eval_steps, args.seed))]
-    if args.vs_torch:
-        results.append(("pytorch", *run_torch(args.max_iters, args.eval_steps, args.seed)))
+    runners = [("minigrad", run_ours)] + ([("pytorch", run_torch)] if args.vs_torch else [])
+    results = {name: [] for name, _ in runners}
+    for _ in range(args.repeat):
+        for name, run in runners:
+            results[name].append(run(args.max_iters, args.eval_steps, args.seed))
     print(f"\nshakespeare-char, nanoGPT CPU recipe, {args.max_iters} iterations "
           f"(validation loss over {args.eval_steps} batches of 12 x 64; nanoGPT reports ~1.88)")
-    print("| framework | val loss | wall s |")
+    print("| framework | val loss | wall s, each run |")
     print("|---|---|---|")
-    for name, val, wall in results:
-        print(f"| {name} | {val:.4f} | {wall:.1f} |")
+    for name, runs in results.items():
+        print(f"| {name} | {runs[0][0]:.4f} | {' / '.join(f'{wall:.1f}' for _, wall in runs)} |")
 
 
 if __name__ == "__main__":

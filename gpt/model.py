@@ -91,6 +91,7 @@ class GPT:
         self.grads = xp.zeros(n_total, dtype=backend.dtype)      # d loss / d params, same layout
         self.p = _views(self.params, self.shapes)                # name -> parameter view
         self.g = _views(self.grads, self.shapes)                 # name -> gradient view
+        self._shared = False                                     # see share_memory()
         self._init_weights(seed)
         self._cache = None
 
@@ -159,7 +160,7 @@ class GPT:
         memory after share_memory()) and activation cache: one data-parallel worker."""
         twin = copy.copy(self)
         zeros = self.backend.xp.zeros_like(self.grads)
-        twin.grads = _shared_copy(zeros) if getattr(self, "_shared", False) else zeros
+        twin.grads = _shared_copy(zeros) if self._shared else zeros
         twin.g = _views(twin.grads, self.shapes)
         twin._cache = None
         return twin

@@ -439,6 +439,7 @@ def main(argv=None):
     from gpt.checkpoint import CheckpointError
     from gpt.data import DataError
     from gpt.export import HFFormatError
+    from gpt.parallel import WorkerError
     from gpt.tokenizers import TokenizerChoiceError
     from minigrad import DeviceError
 
@@ -451,7 +452,8 @@ def main(argv=None):
         finally:
             trainer.parallel.close()
     return run_main(lambda: train(argv),
-                    (DataError, CorpusError, CheckpointError, DeviceError, TokenizerChoiceError, HFFormatError),
+                    (DataError, CorpusError, CheckpointError, DeviceError, TokenizerChoiceError, HFFormatError,
+                     WorkerError),
                     interrupted="interrupted before training started; nothing was saved")
 
 

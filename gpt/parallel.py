@@ -31,6 +31,10 @@ import sys
 import numpy as np
 
 
+class WorkerError(RuntimeError):
+    """A data-parallel worker process died (killed, or out of memory)."""
+
+
 def available_cores():
     try:
         return len(os.sched_getaffinity(0))
@@ -158,8 +162,16 @@ class DataParallel:
                 results[0] = _OPS[op](self.model, self.all_grads, *jobs[0])
         except Exception as e:
             error = e
-        for conn in self.pipes[:len(jobs) - 1]:
-            result, worker_error = conn.recv()
+        for i, conn in enumerate(self.pipes[:len(jobs) - 1], start=1):
+            try:
+                result, worker_error = conn.recv()
+            except (EOFError, OSError):                  # it died: killed, or out of memory
+                process = self.processes[i - 1]
+                process.join(timeout=5)
+                self.close()
+                raise WorkerError(f"data-parallel worker process {i} died (exit status {process.exitcode}; "
+                                  "a negative status is the signal that killed it, -9 often the "
+                                  "out-of-memory killer); try a smaller --batch-size or --workers 1") from None
             results.append(result)
             error = error or worker_error
         if error is not None:

@@ -144,3 +144,20 @@ def _alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_dead_worker_is_one_clear_error():
+    """A worker killed mid-run (as the out-of-memory killer would) gives a WorkerError naming
+    the signal, not a hang or an EOFError."""
+    import os
+    import signal
+
+    from gpt.parallel import WorkerError
+    model = GPT(CFG, Backend("cpu", "float64"), seed=1)
+    parallel = DataParallel(model, 2, min_tokens=1)
+    x, y = batch(4)
+    parallel.loss(x, y)
+    os.kill(parallel.processes[0].pid, signal.SIGKILL)
+    with pytest.raises(WorkerError, match="status -9"):
+        parallel.forward_backward(x, y)
+    assert not parallel.processes

@@ -142,7 +142,8 @@ class DataParallel:
         self.close()
 
     def _shards(self, batch_size, seq_len):
-        """Row slices, one per worker, each with at least one row and min_tokens tokens."""
+        """Row slices, one per worker, each with at least one row and min_tokens tokens (the
+        worker processes are started here when a batch first needs them)."""
         n = max(1, min(self.n_workers, batch_size, batch_size * seq_len // self.min_tokens))
         if n > 1 and not self.processes:
             self._start_workers()
@@ -154,8 +155,11 @@ class DataParallel:
         BLAS, and return every worker's result in order. The workers use this process's
         np.errstate; an exception in any worker is raised here after all have answered."""
         errstate = np.geterr()
-        for conn, args in zip(self.pipes, jobs[1:]):
-            conn.send((op, errstate, args))
+        for i, (conn, args) in enumerate(zip(self.pipes, jobs[1:]), start=1):
+            try:
+                conn.send((op, errstate, args))
+            except OSError:                              # it died since the last batch
+                raise self._died(i) from None
         results, error = [None], None
         try:
             with self.blas.limit(limits=1, user_api="blas"):
@@ -166,17 +170,22 @@ class DataParallel:
             try:
                 result, worker_error = conn.recv()
             except (EOFError, OSError):                  # it died: killed, or out of memory
-                process = self.processes[i - 1]
-                process.join(timeout=5)
-                self.close()
-                raise WorkerError(f"data-parallel worker process {i} died (exit status {process.exitcode}; "
-                                  "a negative status is the signal that killed it, -9 often the "
-                                  "out-of-memory killer); try a smaller --batch-size or --workers 1") from None
+                raise self._died(i) from None
             results.append(result)
             error = error or worker_error
         if error is not None:
             raise error
         return results
+
+    def _died(self, i):
+        """The WorkerError for worker i, which has died; the others are stopped (the next
+        batch starts fresh ones)."""
+        process = self.processes[i - 1]
+        process.join(timeout=5)
+        self.close()
+        return WorkerError(f"data-parallel worker process {i} died (exit status {process.exitcode}; "
+                           "a negative status is the signal that killed it, -9 often the "
+                           "out-of-memory killer); try a smaller --batch-size or --workers 1")
 
     def forward_backward(self, x, y, dloss=1.0, train=True, rng_for=None):
         """x, y (B, T) host int arrays. Adds d(dloss * loss)/d params into model.grads and

@@ -158,6 +158,9 @@ def test_a_dead_worker_is_one_clear_error():
     x, y = batch(4)
     parallel.loss(x, y)
     os.kill(parallel.processes[0].pid, signal.SIGKILL)
+    parallel.processes[0].join(timeout=10)
     with pytest.raises(WorkerError, match="status -9"):
         parallel.forward_backward(x, y)
     assert not parallel.processes
+    assert abs(parallel.loss(x, y) - model.forward(x, y)[1]) < 1e-12     # fresh workers
+    parallel.close()

@@ -47,6 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bpe import GPT2Tokenizer  # noqa: E402
+from gpt.parallel import available_cores  # noqa: E402
 
 # GPT-2 124M as llm.c describes it
 MAX_T, VOCAB, PADDED_VOCAB, N_LAYER, N_HEAD, N_EMBD = 1024, 50257, 50304, 12, 12, 768
@@ -185,7 +186,7 @@ def main():
     p.add_argument("--llmc-dir", required=True,
                    help="directory with llm.c's train_gpt2.c and llmc/ headers (a clone of "
                         "https://github.com/karpathy/llm.c)")
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+    p.add_argument("--threads", type=int, default=available_cores(),
                    help="OMP_NUM_THREADS for llm.c (default: all cores, %(default)s here)")
     p.add_argument("--timeout", type=float, default=900,
                    help="seconds for the llm.c run (default 900; it took ~600 s on 2 cores)")

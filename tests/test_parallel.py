@@ -1,4 +1,6 @@
 """Data-parallel CPU worker processes give the gradients and loss of one pass over the whole batch."""
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -9,7 +11,7 @@ import pytest
 
 from gpt.config import GPTConfig
 from gpt.model import GPT
-from gpt.parallel import DataParallel
+from gpt.parallel import DataParallel, WorkerError
 from minigrad import Backend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,10 +151,6 @@ def _alive(pid):
 def test_a_dead_worker_is_one_clear_error():
     """A worker killed mid-run (as the out-of-memory killer would) gives a WorkerError naming
     the signal, not a hang or an EOFError."""
-    import os
-    import signal
-
-    from gpt.parallel import WorkerError
     model = GPT(CFG, Backend("cpu", "float64"), seed=1)
     parallel = DataParallel(model, 2, min_tokens=1)
     x, y = batch(4)

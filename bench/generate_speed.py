@@ -18,12 +18,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from gpt.config import GPTConfig  # noqa: E402
-from gpt.generate import generate  # noqa: E402
-from gpt.model import GPT  # noqa: E402
-from minigrad import Backend  # noqa: E402
+from gpt.config import GPTConfig
+from gpt.generate import generate
+from gpt.model import GPT
+from minigrad import KERNELS, Backend, kernels
 
 VOCAB = {"gpt2": 50257}       # presets benchmarked with the GPT-2 vocabulary; the rest byte-level (256)
 WINDOW = 32                   # tokens summarized at the start and at the end
@@ -47,6 +45,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--skip-uncached", action="store_true", help="only time the KV-cache path")
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is reported")
+    p.add_argument("--kernels", default="fast", choices=KERNELS, help="layer implementations (default: fast)")
     args = p.parse_args(argv)
     backend = Backend(args.device, "float32")
     n = args.new_tokens
@@ -59,7 +58,7 @@ def main(argv=None):
         if n > cfg.block_size:
             print(f"note: {preset} has a {cfg.block_size}-token window; tokens past it re-prefill the window",
                   file=sys.stderr)
-        model = GPT(cfg, backend, seed=0)
+        model = GPT(cfg, backend, seed=0, ops=kernels(backend.name, args.kernels))
         list(generate(model, [0], 2))                                  # warm-up (BLAS threads, kernels)
         for use_cache in ([True] if args.skip_uncached else [True, False]):
             t = min((token_times(model, n, use_cache) for _ in range(args.repeat)), key=np.sum)

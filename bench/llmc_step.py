@@ -44,10 +44,9 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from bpe import GPT2Tokenizer  # noqa: E402
-from gpt.parallel import available_cores  # noqa: E402
+from bpe import GPT2Tokenizer
+from gpt.parallel import available_cores
 
 # GPT-2 124M as llm.c describes it
 MAX_T, VOCAB, PADDED_VOCAB, N_LAYER, N_HEAD, N_EMBD = 1024, 50257, 50304, 12, 12, 768

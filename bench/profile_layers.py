@@ -9,21 +9,17 @@ Medians over --runs steps after one warm-up step; the step total is the sum of w
 """
 import argparse
 import collections
-import os
 import statistics
-import sys
 import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import gpt.model  # noqa: E402
-import minigrad.attention  # noqa: E402
-from gpt.config import PRESETS, GPTConfig  # noqa: E402
-from minigrad import Backend  # noqa: E402
+import minigrad.attention
+import minigrad.cpu.attention
+from gpt.config import PRESETS, GPTConfig
+from gpt.model import GPT
+from minigrad import KERNELS, Backend, kernels
 
 LAYER_FUNCTIONS = ["embedding", "layernorm", "attention", "linear", "gelu", "dropout", "cross_entropy"]
 
@@ -37,16 +33,16 @@ def timed(name, function, totals):
     return wrapper
 
 
-def instrument(totals):
-    """Wrap the layer functions the model and attention call, accumulating seconds per name."""
+def instrument(ops, totals):
+    """Wrap the ops the model calls and the projections attention calls, accumulating seconds per name."""
     for layer in LAYER_FUNCTIONS:
         for direction in ("forward", "backward"):
             name = f"{layer}_{direction}"
-            setattr(gpt.model, name, timed(name, getattr(gpt.model, name), totals))
+            setattr(ops, name, timed(name, getattr(ops, name), totals))
+    attention = minigrad.cpu.attention if ops.kind == "fast" else minigrad.attention
     for direction in ("forward", "backward"):
         name = f"linear_{direction}"
-        setattr(minigrad.attention, name,
-                timed(f"  attention's projections, {direction}", getattr(minigrad.attention, name), totals))
+        setattr(attention, name, timed(f"  attention's projections, {direction}", getattr(attention, name), totals))
 
 
 def main():
@@ -56,13 +52,15 @@ def main():
     p.add_argument("--block-size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--kernels", default="fast", choices=KERNELS, help="layer implementations (default: fast)")
     args = p.parse_args()
     cfg = GPTConfig.preset(args.preset, block_size=args.block_size, vocab_size=args.vocab_size)
-    model = gpt.model.GPT(cfg, Backend("cpu", "float32"))
+    ops = kernels("cpu", args.kernels)
+    model = GPT(cfg, Backend("cpu", "float32"), ops=ops)
     rng = np.random.default_rng(0)
     x, y = (rng.integers(0, cfg.vocab_size, (args.batch_size, cfg.block_size)) for _ in range(2))
     totals = collections.defaultdict(float)
-    instrument(totals)
+    instrument(ops, totals)
     per_step, steps = collections.defaultdict(list), []
     with threadpool_limits(limits=1, user_api="blas"):
         for run in range(args.runs + 1):

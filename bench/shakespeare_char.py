@@ -15,25 +15,22 @@ speed drifts over minutes slows both alike; every run's wall time is printed.
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
+from functools import partial
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import train  # noqa: E402
-from gpt.config import GPTConfig  # noqa: E402
-from gpt.data import BatchSampler, load_byte_corpus, split_tokens  # noqa: E402
-from minigrad import lr_at  # noqa: E402
+import train
+from gpt.config import GPTConfig
+from gpt.data import BatchSampler, load_byte_corpus, split_tokens
+from minigrad import KERNELS, lr_at
 
 RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, max_iters=2000, lr=1e-3,
               min_lr=1e-4, warmup=100, beta1=0.9, beta2=0.99, weight_decay=0.1, grad_clip=1.0)
 
 
-def run_ours(max_iters, eval_steps, seed):
+def run_ours(max_iters, eval_steps, seed, kernels="fast"):
     r = RECIPE
     with tempfile.TemporaryDirectory() as out:
         argv = ["--n-layer", r["n_layer"], "--n-head", r["n_head"], "--n-embd", r["n_embd"],
@@ -41,7 +38,7 @@ def run_ours(max_iters, eval_steps, seed):
                 "--lr", r["lr"], "--min-lr", r["min_lr"], "--warmup-steps", r["warmup"], "--beta2", r["beta2"],
                 "--weight-decay", r["weight_decay"], "--grad-clip", r["grad_clip"], "--dropout", 0,
                 "--eval-interval", max_iters, "--eval-steps", eval_steps, "--log-interval", 100,
-                "--sample-tokens", 0, "--seed", seed, "--out-dir", out]
+                "--sample-tokens", 0, "--seed", seed, "--out-dir", out, "--kernels", kernels]
         t = time.perf_counter()
         assert train.main([str(a) for a in argv]) == 0
         wall = time.perf_counter() - t
@@ -52,7 +49,7 @@ def run_ours(max_iters, eval_steps, seed):
 
 def run_torch(max_iters, eval_steps, seed):
     import torch
-    from bench.torch_gpt import TorchGPT
+    from torch_gpt import TorchGPT
     r = RECIPE
     torch.manual_seed(seed)
     cfg = GPTConfig(n_layer=r["n_layer"], n_head=r["n_head"], n_embd=r["n_embd"], block_size=r["block_size"],
@@ -87,8 +84,9 @@ def main():
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--vs-torch", action="store_true")
     p.add_argument("--repeat", type=int, default=1, help="alternating runs of each framework")
+    p.add_argument("--kernels", default="fast", choices=KERNELS, help="our layer implementations (default: fast)")
     args = p.parse_args()
-    runners = [("minigrad", run_ours)] + ([("pytorch", run_torch)] if args.vs_torch else [])
+    runners = [("minigrad", partial(run_ours, kernels=args.kernels))] + ([("pytorch", run_torch)] if args.vs_torch else [])
     results = {name: [] for name, _ in runners}
     for _ in range(args.repeat):
         for name, run in runners:

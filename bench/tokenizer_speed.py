@@ -12,6 +12,7 @@ wall-clock seconds: on a busy machine they still show the work done.
 """
 
 import argparse
+import importlib.util
 import multiprocessing
 import os
 import resource
@@ -22,10 +23,16 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from bpe import GPT2Tokenizer
+from bpe.pretokenize import split_at_safe_cuts
 
-from bpe import GPT2Tokenizer  # noqa: E402
-from bpe.pretokenize import split_at_safe_cuts  # noqa: E402
+
+def load_tiktoken_reference():
+    """tests/tiktoken_ref.py (tiktoken's gpt2 encoding built offline), loaded from its file."""
+    spec = importlib.util.spec_from_file_location("tiktoken_ref", ROOT / "tests" / "tiktoken_ref.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_text(path: Path, mb: float | None) -> str:
@@ -90,7 +97,7 @@ def main() -> int:
         f"bpe, encode_corpus ({cores} processes)": lambda t: GPT2Tokenizer.default().encode_corpus(t, show_progress=False),
     }
     try:
-        from tiktoken_ref import gpt2_encoding
+        gpt2_encoding = load_tiktoken_reference().gpt2_encoding
 
         reference = gpt2_encoding()
         runs["tiktoken, 1 thread"] = reference.encode_ordinary

@@ -25,13 +25,10 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from gpt.config import PRESETS, GPTConfig  # noqa: E402
-from gpt.model import GPT  # noqa: E402
-from gpt.parallel import DataParallel  # noqa: E402
-from minigrad import AdamW, Backend, clip_grad_norm  # noqa: E402
+from gpt.config import PRESETS, GPTConfig
+from gpt.model import GPT
+from gpt.parallel import CPUWorkers, model_buffers, usable_workers
+from minigrad import KERNELS, AdamW, Backend, clip_grad_norm, kernels
 
 
 def matmul_peak_gflops(n=2048, reps=7):
@@ -58,11 +55,13 @@ def flops_per_token(cfg):
 class OursStep:
     name = "minigrad"
 
-    def __init__(self, cfg, batch_size, seed=0):
-        self.model = GPT(cfg, Backend("cpu", "float32"), seed=seed)
-        self.parallel = DataParallel(self.model)
-        self.opt = AdamW(self.model.params, self.model.grads, self.model.decay_mask(),
-                         threads=self.parallel.n_workers)
+    def __init__(self, cfg, batch_size, kind, seed=0):
+        backend = Backend("cpu", "float32")
+        n_workers = usable_workers(backend)
+        ops = kernels(backend.name, kind, threads=n_workers)
+        self.model = GPT(cfg, backend, seed=seed, ops=ops, **model_buffers(cfg, backend, n_workers))
+        self.workers = CPUWorkers(self.model, n_workers)
+        self.opt = AdamW(self.model.params, self.model.grads, self.model.decay_mask(), ops=ops)
         rng = np.random.default_rng(seed)
         self.x = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
         self.y = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))
@@ -72,7 +71,7 @@ class OursStep:
         forward and backward, so they are timed together."""
         t0 = time.perf_counter()
         self.model.zero_grad()
-        self.parallel.forward_backward(self.x, self.y)
+        self.workers.forward_backward(self.x, self.y)
         t1 = time.perf_counter()
         clip_grad_norm(self.model.grads, 1.0)
         self.opt.step(1e-4)
@@ -82,9 +81,9 @@ class OursStep:
 class TorchStep:
     name = "pytorch"
 
-    def __init__(self, cfg, batch_size, seed=0):
+    def __init__(self, cfg, batch_size, kind, seed=0):
         import torch
-        from bench.torch_gpt import TorchGPT
+        from torch_gpt import TorchGPT
         torch.set_num_threads(os.cpu_count())
         torch.manual_seed(seed)
         self.torch = torch
@@ -123,18 +122,18 @@ def peak_mib(runner):
     """Peak RSS of this process plus, for each data-parallel worker process, its peak RSS less
     the shared memory it maps (parameters and gradients, already counted here): shared pages
     are counted once."""
-    workers = getattr(getattr(runner, "parallel", None), "processes", [])
+    workers = getattr(getattr(runner, "workers", None), "processes", [])
     return status_mib("VmHWM") + sum(status_mib("VmHWM", w.pid) - status_mib("RssShmem", w.pid) for w in workers)
 
 
-def worker(framework, cfg, batch_size):
+def worker(framework, cfg, batch_size, kind):
     """One framework in its own process: a step per 'step' line on stdin, a JSON line back.
 
     Separate processes keep each framework's thread pools and heap from disturbing the other."""
     if framework == "pytorch":
         import torch  # noqa: F401  (the import's memory belongs to the baseline)
     base = status_mib("VmRSS")
-    runner = (TorchStep if framework == "pytorch" else OursStep)(cfg, batch_size)
+    runner = (TorchStep if framework == "pytorch" else OursStep)(cfg, batch_size, kind)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         if line.strip() == "step":
@@ -174,11 +173,12 @@ def main():
     p.add_argument("--runs", type=int, default=5, help="timed steps per framework (after one warm-up step)")
     p.add_argument("--vs-torch", action="store_true", help="race PyTorch eager, interleaved step for step")
     p.add_argument("--pause", type=float, default=0.0, help="seconds of idle before each step")
+    p.add_argument("--kernels", default="fast", choices=KERNELS, help="our layer implementations (default: fast)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     cfg = config_from(args)
     if args.worker:
-        return worker(args.worker, cfg, args.batch_size)
+        return worker(args.worker, cfg, args.batch_size, args.kernels)
     argv = [a for a in sys.argv[1:] if a != "--vs-torch"]
 
     workers = [Worker("minigrad", argv)] + ([Worker("pytorch", argv)] if args.vs_torch else [])

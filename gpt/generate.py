@@ -17,9 +17,11 @@ and run the model on the *new* tokens only:
     decode   one token at position t: per layer ln_1, q/k/v of that token (1 x C @ C x 3C),
              write k, v into cache slot t, attend q over slots 0..t, c_proj, ln_2, MLP
 
-Both are the same function (`forward_cached`) on a different number of new tokens, so the
-two paths cannot drift apart. A decode step costs O(t) attention plus the weight matmuls
-of a single token, instead of the whole model over the whole sequence.
+Both are the same function (`forward_cached`) on a different number of new tokens, and it
+runs the model's own blocks (`GPT.transformer_forward`), whose attention takes the cache and
+the position offset, so generation and training cannot drift apart. A decode step costs O(t)
+attention plus the weight matmuls of a single token, instead of the whole model over the
+whole sequence.
 
 **The context window.** GPT-2 adds a *learned absolute* position embedding wpe[t] to each
 token, and every cached key and value is computed from a residual stream that contains it.
@@ -39,7 +41,6 @@ import math
 
 import numpy as np
 
-from minigrad import embedding_forward, gelu_forward, get_array_module, layernorm_forward, linear_forward
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -109,71 +110,19 @@ class KVCache:
         self.length, self.start = 0, start
 
 
-def _attention_step(x, p, h, n_head, k_cache, v_cache, t0):
-    """Causal self-attention for T new positions t0..t0+T-1, reading and extending the cache.
-
-    x (B, T, C) the ln_1 output of the new tokens; k_cache, v_cache (B, H, block_size, hs)
-    of this layer, filled at 0..t0-1. Writes the new keys/values at t0..t0+T-1, then
-        scores = q @ K^T / sqrt(hs) + mask      (B, H, T, S), S = t0 + T cached positions
-        y      = softmax(scores) @ V            (B, H, T, hs) -> (B, T, C) -> c_proj
-    where new token j (position t0 + j) may see positions 0..t0+j (mask -inf beyond).
-    """
-    B, T, C = x.shape
-    hs = C // n_head
-    S = t0 + T
-    qkv, _ = linear_forward(x, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"])   # (B, T, 3C)
-    q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)   # each (B, H, T, hs)
-    k_cache[:, :, t0:S] = k
-    v_cache[:, :, t0:S] = v
-    xp = get_array_module(x)
-    scores = q @ k_cache[:, :, :S].transpose(0, 1, 3, 2)                 # (B, H, T, S)
-    scores *= 1.0 / math.sqrt(hs)
-    scores += xp.triu(xp.full((T, S), -xp.inf, dtype=x.dtype), k=t0 + 1)   # (T, S) causal mask
-    scores -= scores.max(axis=-1, keepdims=True)                         # softmax, in place
-    xp.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
-    y = scores @ v_cache[:, :, :S]                                       # (B, H, T, hs)
-    y = y.transpose(0, 2, 1, 3).reshape(B, T, C)                         # heads side by side
-    out, _ = linear_forward(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])  # (B, T, C)
-    return out
-
-
-def _block_step(x, p, i, n_head, cache, t0):
-    """Transformer block i on the new positions: x (B, T, C) -> (B, T, C), extending the cache.
-
-        x = x + attn(ln_1(x))                   attention over cached + new keys/values
-        x = x + c_proj(gelu(c_fc(ln_2(x))))     the MLP, position by position
-    """
-    h = f"h.{i}."
-    a, _ = layernorm_forward(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"])
-    x = x + _attention_step(a, p, h, n_head, cache.k[i], cache.v[i], t0)
-    m, _ = layernorm_forward(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"])
-    m, _ = linear_forward(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])        # (B, T, 4C)
-    m, _ = gelu_forward(m, keep_grad=False)
-    m, _ = linear_forward(m, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])    # (B, T, C)
-    return x + m
-
-
 def forward_cached(model, idx, cache):
     """Run the model on new tokens only; prefill and decode are both this function.
 
     idx (B, T) int ids on the model's device, for positions cache.length .. cache.length+T-1
     (T = the prompt for a prefill, T = 1 for a decode step; cache.length + T <= block_size).
+    The model's own blocks run, their attention reading and extending the cache.
     Returns logits (B, vocab_size) for the position after the last new token: the real
-    vocabulary only, computed from the last position alone (ln_f and the tied head are
-    position-wise, so the other positions' logits are never needed).
+    vocabulary only, computed from the last position alone (the tied head is position-wise,
+    so the other positions' logits are never needed).
     """
     cfg, p = model.config, model.p
-    B, T = idx.shape
-    t0 = cache.length
-    if t0 + T > cfg.block_size:
-        raise ValueError(f"{t0} cached + {T} new tokens exceed block_size {cfg.block_size}")
-    x, _ = embedding_forward(idx, p["wte.weight"], p["wpe.weight"][t0:])   # (B, T, C), positions t0..
-    for i in range(cfg.n_layer):
-        x = _block_step(x, p, i, cfg.n_head, cache, t0)
-    cache.length = t0 + T
-    x, _ = layernorm_forward(x[:, -1], p["ln_f.weight"], p["ln_f.bias"])   # (B, C)
-    logits, _ = linear_forward(x, p["wte.weight"][: cfg.vocab_size].T, None)   # (B, V) tied head
+    x, _ = model.transformer_forward(idx, keep_grad=False, kv_cache=cache)          # (B, T, C)
+    logits, _ = model.ops.linear_forward(x[:, -1], p["wte.weight"][: cfg.vocab_size].T, None)  # (B, V)
     return logits
 
 

@@ -11,28 +11,11 @@ All parameters live in one flat buffer (`params`), all gradients in another (`gr
 named tensor is a view into them, named and shaped as in Hugging Face's GPT-2 state dict.
 `backward()` calls the minigrad backward functions in exactly the reverse order of forward.
 """
-import copy
 import math
-import mmap
 
 import numpy as np
 
-from minigrad import (
-    attention_backward,
-    attention_forward,
-    cross_entropy_backward,
-    cross_entropy_forward,
-    dropout_backward,
-    dropout_forward,
-    embedding_backward,
-    embedding_forward,
-    gelu_backward,
-    gelu_forward,
-    layernorm_backward,
-    layernorm_forward,
-    linear_backward,
-    linear_forward,
-)
+from minigrad import kernels
 
 from .config import GPTConfig
 
@@ -61,7 +44,7 @@ def count_parameters(cfg: GPTConfig):
     return sum(math.prod(shape) for _, shape in parameter_shapes(cfg)) - padding
 
 
-def _views(flat, shapes):
+def tensor_views(flat, shapes):
     """{name: view of `flat`} following `shapes` back to back."""
     views, offset = {}, 0
     for name, shape in shapes:
@@ -71,28 +54,36 @@ def _views(flat, shapes):
     return views
 
 
-def _shared_copy(a):
-    """A copy of the host array `a` in anonymous shared memory (inherited by forked processes)."""
-    shared = np.frombuffer(mmap.mmap(-1, max(a.nbytes, 1)), dtype=a.dtype, count=a.size)
-    shared[...] = a
-    return shared
+def buffer_size(cfg: GPTConfig):
+    """Elements of the flat parameter buffer (the vocabulary padding rows included)."""
+    return sum(math.prod(shape) for _, shape in parameter_shapes(cfg))
 
 
 class GPT:
-    """A GPT-2 model on a minigrad Backend (NumPy or CuPy), in the backend's dtype."""
+    """A GPT-2 model on a minigrad Backend (NumPy or CuPy), in the backend's dtype.
 
-    def __init__(self, config: GPTConfig, backend, seed=0):
+    ops: the layer implementations (minigrad.kernels; default the backend's fast ones).
+    params, grads: flat buffers of buffer_size(config) elements to hold the parameters and
+    their gradients (default: new zeros). params is initialized from `seed`; seed=None keeps
+    the values it holds (a second model over the same parameters).
+    """
+
+    def __init__(self, config: GPTConfig, backend, seed=0, ops=None, params=None, grads=None):
         config.validate()
         self.config, self.backend = config, backend
-        xp = backend.xp
+        self.ops = ops if ops is not None else kernels(backend.name, "fast")
         self.shapes = parameter_shapes(config)
-        n_total = sum(math.prod(s) for _, s in self.shapes)
-        self.params = xp.zeros(n_total, dtype=backend.dtype)     # every parameter, one buffer
-        self.grads = xp.zeros(n_total, dtype=backend.dtype)      # d loss / d params, same layout
-        self.p = _views(self.params, self.shapes)                # name -> parameter view
-        self.g = _views(self.grads, self.shapes)                 # name -> gradient view
-        self._shared = False                                     # see share_memory()
-        self._init_weights(seed)
+        n = buffer_size(config)
+        for name, buffer in (("params", params), ("grads", grads)):
+            if buffer is not None and (buffer.shape != (n,) or buffer.dtype != backend.dtype):
+                raise ValueError(f"{name} must be a flat {np.dtype(backend.dtype).name} buffer of {n} "
+                                 f"elements, got {buffer.dtype} {buffer.shape}")
+        self.params = backend.xp.zeros(n, dtype=backend.dtype) if params is None else params  # (n,)
+        self.grads = backend.xp.zeros(n, dtype=backend.dtype) if grads is None else grads     # (n,)
+        self.p = tensor_views(self.params, self.shapes)          # name -> parameter view
+        self.g = tensor_views(self.grads, self.shapes)           # name -> gradient view
+        if seed is not None:
+            self._init_weights(seed)
         self._cache = None
 
     # ----------------------------------------------------------------- parameters
@@ -124,7 +115,7 @@ class GPT:
         """Flat 0/1 mask: 1 on 2-D tensors (matrices and embeddings), where AdamW's weight
         decay applies; 0 on biases and LayerNorm parameters."""
         mask = self.backend.xp.zeros(self.params.size, dtype=bool)
-        for name, view in _views(mask, self.shapes).items():
+        for name, view in tensor_views(mask, self.shapes).items():
             view[...] = len(self.p[name].shape) == 2
         return mask
 
@@ -144,27 +135,6 @@ class GPT:
             else:
                 view[...] = self.backend.asarray(value, dtype=view.dtype)
 
-    def share_memory(self):
-        """Move params and grads into shared memory (CPU): processes forked after this see the
-        same parameters, and replicas made after it get shared gradient buffers, which the
-        data-parallel workers of gpt/parallel.py use. Values are kept; views are remade, so
-        call it before handing params or grads to an optimizer."""
-        self._shared = True
-        self.params = _shared_copy(self.params)
-        self.grads = _shared_copy(self.grads)
-        self.p = _views(self.params, self.shapes)
-        self.g = _views(self.grads, self.shapes)
-
-    def replica(self):
-        """A twin sharing this model's parameters, with its own gradient buffer (in shared
-        memory after share_memory()) and activation cache: one data-parallel worker."""
-        twin = copy.copy(self)
-        zeros = self.backend.xp.zeros_like(self.grads)
-        twin.grads = _shared_copy(zeros) if self._shared else zeros
-        twin.g = _views(twin.grads, self.shapes)
-        twin._cache = None
-        return twin
-
     def __repr__(self):
         c = self.config
         return (f"GPT(n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, block_size={c.block_size}, "
@@ -181,66 +151,81 @@ class GPT:
         enables dropout, drawing masks from `rng` (a Generator of the model's array module).
         return_logits=False (with targets) returns None for the logits and lets the loss reuse
         their memory."""
-        cfg, p = self.config, self.p
-        B, T = idx.shape
-        if T > cfg.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {cfg.block_size}")
-        drop = cfg.dropout if train else 0.0
+        ops, cfg = self.ops, self.config
         need_grad = targets is not None and keep_cache
-        c = {"blocks": []}                                                  # caches for backward
-
-        x, c["emb"] = embedding_forward(idx, p["wte.weight"], p["wpe.weight"])   # (B, T, C)
-        x, c["emb_drop"] = dropout_forward(x, drop, rng)
-        for i in range(cfg.n_layer):
-            h, bc = f"h.{i}.", {}
-            a, bc["ln_1"] = layernorm_forward(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"])
-            a, bc["attn"] = attention_forward(
-                a, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"],
-                p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"], cfg.n_head, drop, rng)
-            a, bc["attn_drop"] = dropout_forward(a, drop, rng)
-            x = x + a                                                       # residual
-            m, bc["ln_2"] = layernorm_forward(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"])
-            m, bc["fc"] = linear_forward(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])  # (B, T, 4C)
-            m, bc["gelu"] = gelu_forward(m, keep_grad=need_grad)
-            m, bc["proj"] = linear_forward(m, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
-            m, bc["mlp_drop"] = dropout_forward(m, drop, rng)
-            x = x + m                                                       # residual
-            c["blocks"].append(bc)
-        x, c["ln_f"] = layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"])
-        logits, c["head"] = linear_forward(x, p["wte.weight"].T, None)    # (B, T, Vp), tied head
-
+        x, c = self.transformer_forward(idx, train, rng, keep_grad=need_grad)      # (B, T, C)
+        logits, c["head"] = ops.linear_forward(x, self.p["wte.weight"].T, None)  # (B, T, Vp), tied head
         if targets is None:
             self._cache = None
             return logits, None
-        loss, c["loss"] = cross_entropy_forward(logits, targets, ignore_index, cfg.vocab_size,
-                                                overwrite_logits=not return_logits)
+        loss, c["loss"] = ops.cross_entropy_forward(logits.copy() if return_logits else logits,
+                                                    targets, ignore_index, cfg.vocab_size)
         self._cache = c if keep_cache else None
         return (logits if return_logits else None), float(loss)
+
+    def transformer_forward(self, idx, train=False, rng=None, keep_grad=True, kv_cache=None):
+        """Embeddings, the L blocks and ln_f: idx (B, T) -> (x (B, T, C), caches for backward).
+
+        kv_cache (a gpt.generate.KVCache, inference only): idx holds the positions
+        kv_cache.length .. kv_cache.length + T - 1, and every block's attention reads and
+        extends the cache; the positions before come from it instead of being recomputed."""
+        ops, cfg, p = self.ops, self.config, self.p
+        B, T = idx.shape
+        t0 = 0 if kv_cache is None else kv_cache.length
+        if t0 + T > cfg.block_size:
+            what = f"sequence length {T} exceeds" if kv_cache is None else f"{t0} cached + {T} new tokens exceed"
+            raise ValueError(f"{what} block_size {cfg.block_size}")
+        drop = cfg.dropout if train else 0.0
+        c = {"blocks": []}                                                  # caches for backward
+
+        x, c["emb"] = ops.embedding_forward(idx, p["wte.weight"], p["wpe.weight"][t0:])  # (B, T, C)
+        x, c["emb_drop"] = ops.dropout_forward(x, drop, rng)
+        for i in range(cfg.n_layer):
+            h, bc = f"h.{i}.", {}
+            kv = None if kv_cache is None else (kv_cache.k[i], kv_cache.v[i])
+            a, bc["ln_1"] = ops.layernorm_forward(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"])
+            a, bc["attn"] = ops.attention_forward(
+                a, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"],
+                p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"], cfg.n_head, drop, rng,
+                kv_cache=kv, t0=t0)
+            a, bc["attn_drop"] = ops.dropout_forward(a, drop, rng)
+            x = x + a                                                       # residual
+            m, bc["ln_2"] = ops.layernorm_forward(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"])
+            m, bc["fc"] = ops.linear_forward(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])  # (B, T, 4C)
+            m, bc["gelu"] = ops.gelu_forward(m, keep_grad=keep_grad)
+            m, bc["proj"] = ops.linear_forward(m, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
+            m, bc["mlp_drop"] = ops.dropout_forward(m, drop, rng)
+            x = x + m                                                       # residual
+            c["blocks"].append(bc)
+        x, c["ln_f"] = ops.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"])
+        if kv_cache is not None:
+            kv_cache.length = t0 + T
+        return x, c
 
     def backward(self, dloss=1.0):
         """Add d(dloss * loss)/d params into self.grads (call zero_grad() between steps)."""
         if self._cache is None:
             raise RuntimeError("backward() needs a forward() with targets first")
-        c, g, cfg = self._cache, self.g, self.config
+        c, g, cfg, ops = self._cache, self.g, self.config, self.ops
         self._cache = None                                   # the loss cache is consumed below
 
-        dlogits = cross_entropy_backward(dloss, c["loss"])                  # (B, T, Vp)
-        dx = linear_backward(dlogits, c["head"], g["wte.weight"].T, None)   # tied: into dwte
-        dx = layernorm_backward(dx, c["ln_f"], g["ln_f.weight"], g["ln_f.bias"])
+        dlogits = ops.cross_entropy_backward(dloss, c["loss"])                  # (B, T, Vp)
+        dx = ops.linear_backward(dlogits, c["head"], g["wte.weight"].T, None)   # tied: into dwte
+        dx = ops.layernorm_backward(dx, c["ln_f"], g["ln_f.weight"], g["ln_f.bias"])
         for i in reversed(range(cfg.n_layer)):
             h, bc = f"h.{i}.", c["blocks"][i]
-            dm = dropout_backward(dx, bc["mlp_drop"])                       # MLP branch
-            dm = linear_backward(dm, bc["proj"], g[h + "mlp.c_proj.weight"], g[h + "mlp.c_proj.bias"])
-            dm = gelu_backward(dm, bc["gelu"])
-            dm = linear_backward(dm, bc["fc"], g[h + "mlp.c_fc.weight"], g[h + "mlp.c_fc.bias"])
-            dx = dx + layernorm_backward(dm, bc["ln_2"], g[h + "ln_2.weight"], g[h + "ln_2.bias"])
-            da = dropout_backward(dx, bc["attn_drop"])                      # attention branch
-            da = attention_backward(
+            dm = ops.dropout_backward(dx, bc["mlp_drop"])                       # MLP branch
+            dm = ops.linear_backward(dm, bc["proj"], g[h + "mlp.c_proj.weight"], g[h + "mlp.c_proj.bias"])
+            dm = ops.gelu_backward(dm, bc["gelu"])
+            dm = ops.linear_backward(dm, bc["fc"], g[h + "mlp.c_fc.weight"], g[h + "mlp.c_fc.bias"])
+            dx = dx + ops.layernorm_backward(dm, bc["ln_2"], g[h + "ln_2.weight"], g[h + "ln_2.bias"])
+            da = ops.dropout_backward(dx, bc["attn_drop"])                      # attention branch
+            da = ops.attention_backward(
                 da, bc["attn"], g[h + "attn.c_attn.weight"], g[h + "attn.c_attn.bias"],
                 g[h + "attn.c_proj.weight"], g[h + "attn.c_proj.bias"])
-            dx = dx + layernorm_backward(da, bc["ln_1"], g[h + "ln_1.weight"], g[h + "ln_1.bias"])
-        dx = dropout_backward(dx, c["emb_drop"])
-        embedding_backward(dx, c["emb"], g["wte.weight"], g["wpe.weight"])
+            dx = dx + ops.layernorm_backward(da, bc["ln_1"], g[h + "ln_1.weight"], g[h + "ln_1.bias"])
+        dx = ops.dropout_backward(dx, c["emb_drop"])
+        ops.embedding_backward(dx, c["emb"], g["wte.weight"], g["wpe.weight"])
 
     def zero_grad(self):
         self.grads[...] = 0.0

@@ -9,12 +9,13 @@ forward and backward runs in its own process with single-threaded BLAS.
 Processes, not threads: threads share one interpreter lock, and every NumPy call hands it over
 and takes it back. With large arrays that costs little, but on small models the handovers
 dominate: at 4 layers x 128 wide, B = 12, T = 64, two threads reached 0.65 of two cores, two
-processes 0.97 (measured here). So the parameters and every worker's gradients live in shared
-memory (`GPT.share_memory`), the workers are forked once and stay, and per step they receive
-their rows and send back a loss, a few kilobytes through a pipe.
+processes 0.97 (measured here). So the parameters and every worker's gradients live in
+anonymous shared memory (`model_buffers` allocates them and the model is built on them), the
+workers are forked once and stay, and per step they receive their rows and send back a loss,
+a few kilobytes through a pipe.
 
-Worker 0 is this process, running the model itself; worker i > 0 owns a `GPT.replica()` that
-shares the parameters and has its own gradients and activations. With n_s of the n batch rows
+Worker 0 is this process, running the model itself; worker i > 0 owns a replica: a GPT over
+the same parameter buffer, with its own gradients and activations. With n_s of the n batch rows
 in shard s,
     loss = sum_s (n_s / n) loss_s,   so   d loss / d params = sum_s (n_s / n) d loss_s / d params,
 which is what backward(dloss * n_s / n) accumulates; the workers' gradients are then added into
@@ -23,27 +24,59 @@ whole batch up to float rounding, and it is deterministic: every shard and the o
 sums are fixed. On CUDA, off Linux (forking is only safe there with every BLAS NumPy ships), or
 with one worker, the whole batch goes through the model as it is.
 """
+import mmap
 import multiprocessing
-import os
 import signal
 import sys
 
 import numpy as np
+
+from bpe.corpus import available_cores
+
+from .model import GPT, buffer_size
 
 
 class WorkerError(RuntimeError):
     """A data-parallel worker process died (killed, or out of memory)."""
 
 
-def available_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                       # macOS, Windows
-        return os.cpu_count() or 1
+def shared_zeros(n, dtype):
+    """(n,) zeros in anonymous shared memory: processes forked later see the same pages."""
+    dtype = np.dtype(dtype)
+    return np.frombuffer(mmap.mmap(-1, max(n * dtype.itemsize, 1)), dtype=dtype, count=n)
 
 
-def _serve(conn, replica, all_grads, other_ends):
-    """A worker process's loop: run the requests `conn` brings, reply with (result, error)."""
+def is_shared(a):
+    """True when the array's memory is a shared mapping from shared_zeros."""
+    base = a.base if isinstance(a, np.ndarray) else None
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
+def usable_workers(backend, requested=None):
+    """How many worker processes a run gets: `requested` (default: every core) on the CPU
+    under Linux, where forking is safe with every BLAS NumPy ships; 1 elsewhere and on CUDA."""
+    if backend.name != "cpu" or not sys.platform.startswith("linux"):
+        return 1
+    return requested or available_cores()
+
+
+def model_buffers(config, backend, n_workers):
+    """{"params", "grads"}: flat zero buffers for GPT(config, backend, **buffers), in shared
+    memory when n_workers > 1, so that forked workers share them."""
+    n = buffer_size(config)
+    zeros = shared_zeros if n_workers > 1 else backend.xp.zeros
+    return {"params": zeros(n, backend.dtype), "grads": zeros(n, backend.dtype)}
+
+
+def replica(model):
+    """A GPT over the model's parameter buffer with gradients of its own (in shared memory)."""
+    return GPT(model.config, model.backend, seed=None, ops=model.ops, params=model.params,
+               grads=shared_zeros(model.grads.size, model.grads.dtype))
+
+
+def _serve(conn, twin, all_grads, other_ends):
+    """A worker process's loop: run the requests `conn` brings on `twin` (its replica), reply
+    with (result, error)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the main process's to handle
     for end in other_ends:                           # so that the main process exiting ends us
         end.close()
@@ -59,7 +92,7 @@ def _serve(conn, replica, all_grads, other_ends):
         op, errstate, args = request
         try:
             with np.errstate(**errstate):
-                conn.send((_OPS[op](replica, all_grads, *args), None))
+                conn.send((_OPS[op](twin, all_grads, *args), None))
         except Exception as e:                       # raised again in the main process
             conn.send((None, e))
 
@@ -87,7 +120,7 @@ def _sum_grads(model, all_grads, lo, hi, n_used):
 _OPS = {"forward_backward": _forward_backward, "loss": _loss, "sum_grads": _sum_grads}
 
 
-class DataParallel:
+class CPUWorkers:
     """Runs forward + backward of a batch over up to `n_workers` processes (CPU on Linux).
 
     A shard gets at least `min_tokens` tokens (default 2 x n_embd). Every extra worker costs a
@@ -96,32 +129,34 @@ class DataParallel:
     saves the memory (GPT-2 124M, C=768, at B=4, T=64: 166 tokens/s as one shard, 167 as two;
     at B=4, T=256 two shards would run at 235 instead of 186 tokens/s, for 475 MiB more, and
     the default keeps one). The worker processes are started when a batch first needs them,
-    and end with this object or with the program."""
+    and end with this object or with the program.
+
+    With more than one worker the model must be built on model_buffers(config, backend,
+    n_workers), so that its parameters and gradients are in shared memory."""
 
     def __init__(self, model, n_workers=None, min_tokens=None):
-        self.model = model
-        n = n_workers or available_cores()
-        usable = model.backend.name == "cpu" and sys.platform.startswith("linux")
-        self.n_workers = n if usable else 1
-        self.min_tokens = min_tokens or 2 * model.config.n_embd
         self.pipes = []                                   # one per worker process
         self.processes = []
+        self.model = model
+        self.n_workers = usable_workers(model.backend, n_workers)
+        if self.n_workers > 1 and not (is_shared(model.params) and is_shared(model.grads)):
+            raise ValueError("CPUWorkers with more than one worker needs a model built on "
+                             "model_buffers(config, backend, n_workers) (shared memory)")
+        self.min_tokens = min_tokens or 2 * model.config.n_embd
         self.all_grads = [model.grads]                    # the model's, then each worker's
         self.blas = None
-        if self.n_workers > 1:
-            model.share_memory()
 
     def _start_workers(self):
         from threadpoolctl import ThreadpoolController
         self.blas = ThreadpoolController()
-        replicas = [self.model.replica() for _ in range(self.n_workers - 1)]
+        replicas = [replica(self.model) for _ in range(self.n_workers - 1)]
         self.all_grads = all_grads = [self.model.grads] + [r.grads for r in replicas]
         fork = multiprocessing.get_context("fork")
         ends = [fork.Pipe() for _ in replicas]
-        for i, replica in enumerate(replicas):
+        for i, twin in enumerate(replicas):
             mine, theirs = ends[i]
             others = [end for j, pair in enumerate(ends) for end in pair if j != i] + [mine]
-            p = fork.Process(target=_serve, args=(theirs, replica, all_grads, others), daemon=True)
+            p = fork.Process(target=_serve, args=(theirs, twin, all_grads, others), daemon=True)
             p.start()
             theirs.close()
             self.processes.append(p)
@@ -129,7 +164,7 @@ class DataParallel:
 
     def close(self):
         """Stop the worker processes (also done at exit)."""
-        for conn, p in zip(getattr(self, "pipes", []), getattr(self, "processes", [])):
+        for conn, p in zip(self.pipes, self.processes):
             try:
                 conn.send(None)
             except OSError:

@@ -14,13 +14,9 @@ backward, in reverse:
   dq       = dscores @ k / sqrt(hs),   dk = dscores^T @ q / sqrt(hs)
   dx       = linear_backward(concat(dq, dk, dv))
 
-Two exact rewrites make it cheaper without changing the math:
-- q is scaled by 1/sqrt(hs) once, (T, hs) per head, instead of the (T, T) scores.
-- Causal block skipping: the queries are taken in blocks of `query_block` rows, and the block
-  of rows [s, e) is scored only against keys [0, e): every key after e is in its future, where
-  the mask makes probs exactly 0, so those columns contribute nothing forward or backward.
-  With n blocks this computes (n + 1) / 2n of the square (5/8 at T = 256 in blocks of 64),
-  and the softmax passes shrink by as much. Only the diagonal (bq, bq) corner needs the mask.
+Generation passes a KV cache: this layer's keys and values of the t0 positions seen so far.
+The T new positions t0..t0+T-1 write their k, v into it and attend over all S = t0 + T
+cached positions; new position t0 + i may see keys 0..t0+i.
 """
 import math
 
@@ -28,17 +24,11 @@ from .backend import get_array_module
 from .dropout import dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
 
-QUERY_BLOCK = 64
 
-
-def causal_mask(xp, T, dtype):
-    """(T, T) additive mask: 0 on and below the diagonal, -inf above (the future)."""
-    return xp.triu(xp.full((T, T), -xp.inf, dtype=dtype), k=1)
-
-
-def query_blocks(T, query_block):
-    """[(s, e)]: row ranges of the query blocks, covering 0..T."""
-    return [(s, min(s + query_block, T)) for s in range(0, T, query_block)]
+def causal_mask(xp, T, S, dtype):
+    """(T, S) additive mask for T queries at positions S-T..S-1 over S keys: 0 where the key
+    is at or before the query's position, -inf where it is in the future."""
+    return xp.triu(xp.full((T, S), -xp.inf, dtype=dtype), k=S - T + 1)
 
 
 def heads(a, n_head):
@@ -47,63 +37,53 @@ def heads(a, n_head):
     return a.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
 
 
+def merge_heads(a):
+    """(B, H, T, hs) -> (B, T, C): the heads side by side again."""
+    B, H, T, hs = a.shape
+    return a.transpose(0, 2, 1, 3).reshape(B, T, H * hs)
+
+
 def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, rng=None, train=True,
-                      query_block=QUERY_BLOCK):
+                      kv_cache=None, t0=0):
     """x (B, T, C), w_qkv (C, 3C), b_qkv (3C,), w_proj (C, C), b_proj (C,) -> out (B, T, C).
 
     dropout_p drops attention probabilities in training (rng: a Generator of x's module).
+    kv_cache: None, or (k, v), each (B, H, block_size, hs), filled at positions 0..t0-1; the
+    new keys and values are written at t0..t0+T-1 (inference only: no backward then).
     """
     xp = get_array_module(x)
     B, T, C = x.shape
     hs = C // n_head
     qkv, qkv_cache = linear_forward(x, w_qkv, b_qkv)                 # (B, T, 3C)
-    # One copy into head-major layout: each (T, hs) head slice becomes contiguous, so the
-    # batched matmuls below run BLAS on compact matrices. q is scaled on the way.
-    q = xp.multiply(heads(qkv[..., :C], n_head), 1.0 / math.sqrt(hs))  # (B, H, T, hs) q / sqrt(hs)
-    k = xp.ascontiguousarray(heads(qkv[..., C:2 * C], n_head))         # (B, H, T, hs)
-    v = xp.ascontiguousarray(heads(qkv[..., 2 * C:], n_head))          # (B, H, T, hs)
-    mask = causal_mask(xp, min(query_block, T), x.dtype)               # (bq, bq) diagonal corner
-    y = xp.empty((B, T, C), dtype=x.dtype)                            # heads side by side
-    probs, probs_dropped, drop_caches = [], [], []
-    for s, e in query_blocks(T, query_block):
-        p = q[:, :, s:e] @ k[:, :, :e].transpose(0, 1, 3, 2)          # (B, H, e-s, e) scores
-        p[..., s:e] += mask[:e - s, :e - s]
-        p -= p.max(axis=-1, keepdims=True)                            # softmax, in place
-        xp.exp(p, out=p)
-        p /= p.sum(axis=-1, keepdims=True)
-        p_dropped, drop_cache = dropout_forward(p, dropout_p, rng, train)
-        xp.matmul(p_dropped, v[:, :, :e], out=heads(y, n_head)[:, :, s:e])  # (B, H, e-s, hs)
-        probs.append(p)
-        probs_dropped.append(p_dropped)
-        drop_caches.append(drop_cache)
+    q = heads(qkv[..., :C], n_head)                                   # (B, H, T, hs)
+    k = heads(qkv[..., C:2 * C], n_head)                              # (B, H, T, hs)
+    v = heads(qkv[..., 2 * C:], n_head)                               # (B, H, T, hs)
+    if kv_cache is not None:
+        k_cache, v_cache = kv_cache                                   # (B, H, block_size, hs)
+        k_cache[:, :, t0:t0 + T] = k
+        v_cache[:, :, t0:t0 + T] = v
+        k, v = k_cache[:, :, :t0 + T], v_cache[:, :, :t0 + T]         # (B, H, S, hs)
+    S = k.shape[2]
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs)              # (B, H, T, S)
+    scores = scores + causal_mask(xp, T, S, x.dtype)
+    probs = xp.exp(scores - scores.max(axis=-1, keepdims=True))       # (B, H, T, S) softmax
+    probs = probs / probs.sum(axis=-1, keepdims=True)
+    probs_dropped, drop_cache = dropout_forward(probs, dropout_p, rng, train)
+    y = merge_heads(probs_dropped @ v)                                # (B, T, C)
     out, proj_cache = linear_forward(y, w_proj, b_proj)               # (B, T, C)
-    cache = (qkv_cache, q, k, v, probs, probs_dropped, drop_caches, proj_cache, n_head, query_block)
-    return out, cache
+    return out, (qkv_cache, q, k, v, probs, probs_dropped, drop_cache, proj_cache, n_head)
 
 
 def attention_backward(dout, cache, dw_qkv, db_qkv, dw_proj, db_proj):
     """dout (B, T, C); accumulates the four weight gradients; returns dx (B, T, C)."""
     xp = get_array_module(dout)
-    qkv_cache, q, k, v, probs, probs_dropped, drop_caches, proj_cache, n_head, query_block = cache
-    B, T, C = dout.shape
-    hs = C // n_head
-    dy = xp.ascontiguousarray(heads(linear_backward(dout, proj_cache, dw_proj, db_proj), n_head))  # (B, H, T, hs)
-    dqkv = xp.empty((B, T, 3 * C), dtype=dout.dtype)                  # dq, dk, dv side by side
-    dq, dk, dv = (heads(dqkv[..., i * C:(i + 1) * C], n_head) for i in range(3))   # (B, H, T, hs) views
-    # Blocks in reverse: the last one spans every key, so it writes dk and dv; the others add.
-    for i, (s, e) in reversed(list(enumerate(query_blocks(T, query_block)))):
-        p, dys = probs[i], dy[:, :, s:e]                              # (B, H, e-s, e), (B, H, e-s, hs)
-        dp = dys @ v[:, :, :e].transpose(0, 1, 3, 2)                   # (B, H, e-s, e) dprobs
-        dp = dropout_backward(dp, drop_caches[i])
-        # softmax backward: dscores = probs * (dprobs - rowsum(dprobs * probs)), in place
-        dp -= xp.einsum("bhij,bhij->bhi", dp, p)[..., None]           # row sums of dprobs * probs
-        dp *= p
-        xp.matmul(dp, k[:, :, :e], out=dq[:, :, s:e])                 # d(q / sqrt(hs))
-        if e == T:
-            xp.matmul(probs_dropped[i].transpose(0, 1, 3, 2), dys, out=dv)
-            xp.matmul(dp.transpose(0, 1, 3, 2), q[:, :, s:e], out=dk)
-        else:
-            dv[:, :, :e] += probs_dropped[i].transpose(0, 1, 3, 2) @ dys
-            dk[:, :, :e] += dp.transpose(0, 1, 3, 2) @ q[:, :, s:e]
-    dq *= 1.0 / math.sqrt(hs)                                         # through q's scaling
+    qkv_cache, q, k, v, probs, probs_dropped, drop_cache, proj_cache, n_head = cache
+    hs = q.shape[-1]
+    dy = heads(linear_backward(dout, proj_cache, dw_proj, db_proj), n_head)   # (B, H, T, hs)
+    dprobs = dropout_backward(dy @ v.transpose(0, 1, 3, 2), drop_cache)       # (B, H, T, T)
+    dv = probs_dropped.transpose(0, 1, 3, 2) @ dy                              # (B, H, T, hs)
+    dscores = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))  # (B, H, T, T)
+    dq = dscores @ k / math.sqrt(hs)                                           # (B, H, T, hs)
+    dk = dscores.transpose(0, 1, 3, 2) @ q / math.sqrt(hs)                     # (B, H, T, hs)
+    dqkv = xp.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)  # (B, T, 3C)
     return linear_backward(dqkv, qkv_cache, dw_qkv, db_qkv)

@@ -6,12 +6,18 @@ backward: dx = dout * mask
 """
 
 
+def dropout_mask(shape, p, rng, dtype):
+    """(shape) array of 0 (probability p) and 1 / (1 - p), drawn from the Generator `rng`."""
+    mask = (rng.random(shape, dtype=dtype) >= p).astype(dtype)           # (...) 0/1
+    mask *= 1.0 / (1.0 - p)
+    return mask
+
+
 def dropout_forward(x, p, rng, train=True):
     """x (...), p in [0, 1), rng a Generator of x's array module -> out (...)."""
     if not train or p == 0.0:
         return x, None
-    mask = (rng.random(x.shape, dtype=x.dtype) >= p).astype(x.dtype)   # (...) 0/1
-    mask *= 1.0 / (1.0 - p)
+    mask = dropout_mask(x.shape, p, rng, x.dtype)                       # (...)
     return x * mask, mask
 
 

@@ -1,10 +1,9 @@
-import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
 import os
 
 import numpy as np
 import pytest
 
+from minigrad import kernels
 from minigrad.gradcheck import gradcheck
 
 # Relative error (gradcheck.compare) allowed between a backward and float64 central differences.
@@ -104,3 +103,10 @@ def pair():
 def strict():
     """strict(array) -> a StrictFloat view: ufuncs on it fail if they mix float dtypes."""
     return lambda a: a.view(StrictFloat)
+
+
+@pytest.fixture(params=["reference", "fast"])
+def ops(request):
+    """The CPU ops of one implementation: each test using it runs on the reference pairs and
+    on the fast ones (minigrad.kernels)."""
+    return kernels("cpu", request.param)

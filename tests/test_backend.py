@@ -1,7 +1,8 @@
 """The backend (device choice, array module) and the CuPy API surface the engine relies on.
 
-The CuPy checks read minigrad's source with `ast` and look every `xp.` name up in CuPy's
-namespace, so they run without a GPU (CuPy imports without one).
+The CuPy checks read the source of minigrad (its subpackages included) and gpt with `ast`
+and look every `xp.` name up in CuPy's namespace, so they run without a GPU (CuPy imports
+without one).
 """
 import ast
 import inspect
@@ -14,9 +15,11 @@ import pytest
 
 from minigrad import Backend, DeviceError, get_array_module, resolve_device
 
-MINIGRAD = pathlib.Path(__file__).resolve().parents[1] / "minigrad"
-SOURCES = sorted(MINIGRAD.glob("*.py"))
-ARRAY_MODULES = ("xp", "cupy")          # names (or self.<name>) that hold numpy or cupy
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MINIGRAD = ROOT / "minigrad"
+ENGINE = sorted(MINIGRAD.rglob("*.py"))                 # the layers and their fast versions
+SOURCES = ENGINE + sorted((ROOT / "gpt").glob("*.py"))  # ... and the model, which runs on the device too
+ARRAY_MODULES = ("xp", "cupy")          # names (or <anything>.<name>) that hold numpy or cupy
 TOOLING = {"backend.py", "gradcheck.py"}  # allowed to import numpy; everything else is layer code
 
 
@@ -77,7 +80,7 @@ def test_importing_minigrad_does_not_import_cupy():
 
 def test_layer_code_imports_neither_numpy_nor_cupy():
     """Layers take their array module from their inputs (get_array_module), never import one."""
-    for path in SOURCES:
+    for path in ENGINE:
         if path.name in TOOLING:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
@@ -90,25 +93,27 @@ def test_layer_code_imports_neither_numpy_nor_cupy():
 # ---- the CuPy API surface ----------------------------------------------------------------
 
 def attribute_chain(node):
-    """'xp.add.at' for the Attribute chain xp.add.at (also self.xp.add.at), else None."""
+    """'xp.add.at' for the Attribute chain xp.add.at (also self.xp.add.at or
+    model.backend.xp.add.at), else None."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
-        if isinstance(node, ast.Attribute) and node.attr in ARRAY_MODULES \
-                and isinstance(node.value, ast.Name) and node.value.id == "self":
-            node = ast.Name(id=node.attr)          # self.xp -> xp
+        if isinstance(node, ast.Attribute) and node.attr in ARRAY_MODULES:
+            node = ast.Name(id=node.attr)          # self.backend.xp -> xp
     if isinstance(node, ast.Name) and node.id in ARRAY_MODULES:
         return ".".join([node.id] + parts[::-1])
     return None
 
 
 def engine_uses():
-    """(xp chains with their call keywords, ndarray attributes, Generator methods) over minigrad:
-    {'xp.add.at': {keywords}, ...}, {'reshape': {keywords}, ...}, {'random': {keywords}}."""
+    """(xp chains with their call keywords, ndarray attributes, Generator methods) over SOURCES:
+    {'xp.add.at': {keywords}, ...}, {'reshape': {keywords}, ...}, {'random': {keywords}}.
+    In gpt/, where host-side NumPy code sits beside device code, only the xp chains count."""
     chains, methods, rng_methods = {}, {}, {}
     ndarray_names = set(dir(np.ndarray))
     for path in SOURCES:
+        in_engine = path in ENGINE
         tree = ast.parse(path.read_text())
         parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
         for node in ast.walk(tree):
@@ -119,6 +124,8 @@ def engine_uses():
             chain = attribute_chain(node)
             if chain is not None:
                 chains.setdefault(chain.replace("cupy.", "xp.", 1), set()).update(kws)
+            elif not in_engine:
+                continue
             elif isinstance(node.value, ast.Name) and node.value.id == "rng":
                 rng_methods.setdefault(node.attr, set()).update(kws)
             elif node.attr in ndarray_names and not (isinstance(node.value, ast.Name) and node.value.id in ("math", "np")):

@@ -1,8 +1,9 @@
 """The elementwise and per-row pairs: embedding, linear, layernorm, GELU, dropout.
 
-Each pair is checked against float64 central differences (minigrad.gradcheck) for its input and
-every weight, on shapes that include B=1 and T=1; against a direct reference for its forward;
-for accumulation into the weight grads; and for keeping float32 float32.
+Each pair, reference and fast (the `ops` fixture), is checked against float64 central
+differences (minigrad.gradcheck) for its input and every weight, on shapes that include B=1
+and T=1; against a direct reference for its forward; for accumulation into the weight grads;
+and for keeping float32 float32.
 """
 import math
 from functools import partial
@@ -10,45 +11,43 @@ from functools import partial
 import numpy as np
 import pytest
 
-import minigrad.gelu
-from minigrad import (dropout_backward, dropout_forward, embedding_backward, embedding_forward,
-                      gelu_backward, gelu_forward, layernorm_backward, layernorm_forward,
-                      linear_backward, linear_forward)
+import minigrad.cpu.gelu
+from minigrad import dropout_backward, dropout_forward, embedding_backward, embedding_forward, kernels
 
 SHAPES = [(1, 1), (1, 4), (3, 1), (2, 5)]   # (B, T)
 V, BLOCK, C, OUT = 7, 6, 5, 3               # vocab, context, width, linear output width
 DROP_P, DROP_SEED = 0.3, 5
 
 
-def embedding_case(rng, B, T):
+def embedding_case(ops, rng, B, T):
     idx = rng.integers(0, V, (B, T))
     idx.flat[-1] = idx.flat[0]                  # at least one repeated id once B*T > 1
     tensors = {"wte": rng.standard_normal((V, C)), "wpe": rng.standard_normal((BLOCK, C))}
-    return partial(embedding_forward, idx), embedding_backward, tensors, None
+    return partial(ops.embedding_forward, idx), ops.embedding_backward, tensors, None
 
 
-def linear_case(rng, B, T, bias=True):
+def linear_case(ops, rng, B, T, bias=True):
     tensors = {"x": rng.standard_normal((B, T, C)), "w": rng.standard_normal((C, OUT))}
     if bias:
         tensors["b"] = rng.standard_normal(OUT)
-        return linear_forward, linear_backward, tensors, "x"
-    return partial(linear_forward, b=None), partial(linear_backward, db=None), tensors, "x"
+        return ops.linear_forward, ops.linear_backward, tensors, "x"
+    return partial(ops.linear_forward, b=None), partial(ops.linear_backward, db=None), tensors, "x"
 
 
-def layernorm_case(rng, B, T):
+def layernorm_case(ops, rng, B, T):
     tensors = {"x": 2 * rng.standard_normal((B, T, C)) + 0.5,
                "weight": 1 + 0.3 * rng.standard_normal(C), "bias": rng.standard_normal(C)}
-    return layernorm_forward, layernorm_backward, tensors, "x"
+    return ops.layernorm_forward, ops.layernorm_backward, tensors, "x"
 
 
-def gelu_case(rng, B, T):
-    return gelu_forward, gelu_backward, {"x": 2 * rng.standard_normal((B, T, C))}, "x"
+def gelu_case(ops, rng, B, T):
+    return ops.gelu_forward, ops.gelu_backward, {"x": 2 * rng.standard_normal((B, T, C))}, "x"
 
 
-def dropout_case(rng, B, T):
+def dropout_case(ops, rng, B, T):
     """A fresh Generator with the same seed on every forward call: every call draws the same mask."""
-    forward = lambda x: dropout_forward(x, DROP_P, np.random.default_rng(DROP_SEED))
-    return forward, dropout_backward, {"x": rng.standard_normal((B, T, C))}, "x"
+    forward = lambda x: ops.dropout_forward(x, DROP_P, np.random.default_rng(DROP_SEED))
+    return forward, ops.dropout_backward, {"x": rng.standard_normal((B, T, C))}, "x"
 
 
 CASES = {"embedding": embedding_case, "linear": linear_case,
@@ -57,31 +56,33 @@ CASES = {"embedding": embedding_case, "linear": linear_case,
 WEIGHTED = ["embedding", "linear", "linear_nobias", "layernorm"]
 
 
-def make(pair, name, B=2, T=5, seed=0):
-    return pair(*CASES[name](np.random.default_rng(seed), B, T))
+def make(pair, ops, name, B=2, T=5, seed=0):
+    return pair(*CASES[name](ops, np.random.default_rng(seed), B, T))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"B{s[0]}T{s[1]}")
 @pytest.mark.parametrize("name", CASES)
-def test_gradients_match_finite_differences(pair, name, shape):
+def test_gradients_match_finite_differences(pair, ops, name, shape):
     """Backward == float64 central differences for the input and every weight."""
-    make(pair, name, *shape).gradcheck()
+    make(pair, ops, name, *shape).gradcheck()
 
 
 @pytest.mark.parametrize("name", WEIGHTED)
-def test_backward_accumulates_weight_grads(pair, name):
+def test_backward_accumulates_weight_grads(pair, ops, name):
     """Calling backward twice into the same grad arrays doubles them."""
-    make(pair, name).check_accumulates()
+    make(pair, ops, name).check_accumulates()
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_float32_stays_float32(pair, name):
+def test_float32_stays_float32(pair, ops, name):
     """float32 in: float32 output, input gradient and weight gradients, no float64 on the way."""
-    make(pair, name).check_dtype(np.float32)
+    make(pair, ops, name).check_dtype(np.float32)
 
 
-def test_forwards_match_direct_formulas():
+def test_forwards_match_direct_formulas(ops):
     """Each forward equals its textbook formula written out independently."""
+    linear_forward, layernorm_forward, gelu_forward = ops.linear_forward, ops.layernorm_forward, ops.gelu_forward
+    embedding_forward = ops.embedding_forward
     rng = np.random.default_rng(2)
     B, T = 2, 4
     x, w, b = rng.standard_normal((B, T, C)), rng.standard_normal((C, OUT)), rng.standard_normal(OUT)
@@ -147,12 +148,15 @@ def test_dropout_zeroes_fraction_p_and_rescales_survivors():
     np.testing.assert_allclose(dx[~dropped], dout[~dropped] / (1 - p), rtol=1e-6)
 
 
+FAST = kernels("cpu", "fast")
+
+
 @pytest.mark.parametrize("shape", [(2, 5), (3, 1)], ids=lambda s: f"B{s[0]}T{s[1]}")
 def test_gelu_in_row_blocks_matches_finite_differences(pair, shape, monkeypatch):
-    """The same check with GELU's passes run over blocks of 2 rows (C = 5): several blocks,
+    """The fast GELU's check with its passes run over blocks of 2 rows (C = 5): several blocks,
     and a shorter last one when the row count is odd."""
-    monkeypatch.setattr(minigrad.gelu, "CHUNK_ELEMENTS", 2 * C)
-    make(pair, "gelu", *shape).gradcheck()
+    monkeypatch.setattr(minigrad.cpu.gelu, "CHUNK_ELEMENTS", 2 * C)
+    make(pair, FAST, "gelu", *shape).gradcheck()
 
 
 def test_float32_gelu_in_row_blocks_equals_one_block(pair, monkeypatch):
@@ -160,8 +164,8 @@ def test_float32_gelu_in_row_blocks_equals_one_block(pair, monkeypatch):
     everything, bit for bit (the same operations on the same elements)."""
     results = []
     for chunk in (10 ** 9, 3 * C):
-        monkeypatch.setattr(minigrad.gelu, "CHUNK_ELEMENTS", chunk)
-        p = pair(*CASES["gelu"](np.random.default_rng(4), 37, 1))
+        monkeypatch.setattr(minigrad.cpu.gelu, "CHUNK_ELEMENTS", chunk)
+        p = pair(*CASES["gelu"](FAST, np.random.default_rng(4), 37, 1))
         p.tensors = {n: a.astype(np.float32) for n, a in p.tensors.items()}
         dout = np.random.default_rng(5).standard_normal((37, 1, C)).astype(np.float32)
         out, dx, _ = p.run(dout)
@@ -171,10 +175,10 @@ def test_float32_gelu_in_row_blocks_equals_one_block(pair, monkeypatch):
         np.testing.assert_array_equal(blocked, whole)
 
 
-def test_gelu_inference_path_gives_the_same_output():
-    """keep_grad=False skips the derivative, not the forward: the output is bit-identical."""
+def test_gelu_inference_path_gives_the_same_output(ops):
+    """keep_grad=False skips the cache, not the forward: the output is bit-identical."""
     x = 3 * np.random.default_rng(2).standard_normal((4, 7)).astype(np.float32)
-    out, dgelu = gelu_forward(x)
-    out_inference, cache = gelu_forward(x, keep_grad=False)
+    out, cache = ops.gelu_forward(x)
+    out_inference, no_cache = ops.gelu_forward(x, keep_grad=False)
     np.testing.assert_array_equal(out_inference, out)
-    assert cache is None and dgelu.shape == x.shape
+    assert no_cache is None and cache.size == x.size

@@ -1,11 +1,13 @@
-"""AdamW against a per-element float64 reference (and torch when installed), masked weight decay,
-state round-trip, the warm-up + cosine schedule, and global-norm clipping."""
+"""AdamW, reference and fast update (the `ops` fixture), against a per-element float64 reference
+(and torch when installed), masked weight decay, state round-trip, the warm-up + cosine
+schedule, and global-norm clipping."""
 import math
 
 import numpy as np
 import pytest
 
-from minigrad import AdamW, clip_grad_norm, lr_at
+from minigrad import AdamW, clip_grad_norm, kernels, lr_at
+from minigrad.cpu.optim import CHUNK
 
 N = 40
 LRS = [1e-3, 3e-3, 2e-2, 1e-2, 5e-3]            # a changing learning rate, one per step
@@ -40,10 +42,10 @@ def adamw_reference(params, mask, grads, lrs, betas, eps, weight_decay):
     return history
 
 
-def run_adamw(params, mask, grads, lrs, **config):
+def run_adamw(ops, params, mask, grads, lrs, **config):
     """Our AdamW over the steps -> (p, m, v) copies per step."""
     p, g = params.copy(), np.zeros_like(params)
-    opt = AdamW(p, g, mask, **config)
+    opt = AdamW(p, g, mask, ops=ops, **config)
     history = []
     for grad, lr in zip(grads, lrs):
         g[...] = grad
@@ -53,10 +55,10 @@ def run_adamw(params, mask, grads, lrs, **config):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=["default", "other"])
-def test_adamw_matches_reference(config):
+def test_adamw_matches_reference(ops, config):
     """5 steps, changing lr, random grads: p, m, v match the reference after every step."""
     params, mask, grads = problem()
-    ours = run_adamw(params, mask, grads, LRS, **config)
+    ours = run_adamw(ops, params, mask, grads, LRS, **config)
     ref = adamw_reference(params, mask, grads, LRS, **config)
     for step, (got, want) in enumerate(zip(ours, ref)):
         for name, a, b in zip("pmv", got, want):
@@ -64,7 +66,7 @@ def test_adamw_matches_reference(config):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=["default", "other"])
-def test_adamw_matches_torch(config):
+def test_adamw_matches_torch(ops, config):
     """Same steps through torch.optim.AdamW with decayed and undecayed parameter groups."""
     torch = pytest.importorskip("torch")
     params, mask, grads = problem()
@@ -77,17 +79,17 @@ def test_adamw_matches_torch(config):
             group["lr"] = lr
             tensor.grad = torch.tensor(grad[sel])
         opt.step()
-    ours = run_adamw(params, mask, grads, LRS, **config)[-1][0]
+    ours = run_adamw(ops, params, mask, grads, LRS, **config)[-1][0]
     np.testing.assert_allclose(ours[mask], groups[0].detach().numpy(), rtol=1e-10)
     np.testing.assert_allclose(ours[~mask], groups[1].detach().numpy(), rtol=1e-10)
 
 
-def test_weight_decay_only_on_masked_entries():
+def test_weight_decay_only_on_masked_entries(ops):
     """With zero grads, masked-out entries stay bit-identical; masked-in ones shrink by exactly
     (1 - lr * wd) each step."""
     params, mask, _ = problem()
     p, g = params.copy(), np.zeros(N)
-    opt = AdamW(p, g, mask, weight_decay=0.1)
+    opt = AdamW(p, g, mask, weight_decay=0.1, ops=ops)
     for lr in LRS:
         before = p.copy()
         opt.step(lr)
@@ -95,18 +97,18 @@ def test_weight_decay_only_on_masked_entries():
         np.testing.assert_allclose(p[mask], before[mask] * (1 - lr * 0.1), rtol=1e-15, atol=0)
 
 
-def test_state_dict_round_trip_continues_identically():
+def test_state_dict_round_trip_continues_identically(ops):
     """Stop after 3 steps, copy the state out as a checkpoint would, load it into a new optimizer
     on copied params: the next 2 steps are bit-identical to the uninterrupted run."""
     params, mask, grads = problem()
     p, g = params.copy(), np.zeros(N)
-    opt = AdamW(p, g, mask)
+    opt = AdamW(p, g, mask, ops=ops)
     for grad, lr in zip(grads[:3], LRS):
         g[...] = grad
         opt.step(lr)
     saved = {k: np.array(v, copy=True) for k, v in opt.state_dict().items()}
     p2, g2 = p.copy(), np.zeros(N)
-    opt2 = AdamW(p2, g2, mask)
+    opt2 = AdamW(p2, g2, mask, ops=ops)
     opt2.load_state_dict(saved)
     assert opt2.t == 3
     for grad, lr in zip(grads[3:], LRS[3:]):
@@ -118,11 +120,11 @@ def test_state_dict_round_trip_continues_identically():
     np.testing.assert_array_equal(opt2.v, opt.v)
 
 
-def test_adamw_float32_stays_float32(strict):
+def test_adamw_float32_stays_float32(ops, strict):
     """float32 params and grads: params, m and v stay float32, no float64 on the way."""
     params, mask, grads = problem()
     p, g = strict(params.astype(np.float32)), strict(grads[0].astype(np.float32))
-    opt = AdamW(p, g, mask)
+    opt = AdamW(p, g, mask, ops=ops)
     for lr in LRS[:2]:
         opt.step(lr)
     assert p.dtype == opt.m.dtype == opt.v.dtype == np.float32
@@ -176,16 +178,16 @@ def test_clip_grad_norm_leaves_grads_alone(max_norm):
 
 
 def test_threaded_adamw_equals_the_single_threaded_update():
-    """Splitting the flat buffer over threads changes nothing: every element is updated once."""
+    """The fast update split over threads changes nothing: every element is updated once."""
     rng = np.random.default_rng(11)
-    n = 3 * AdamW.CHUNK + 123                              # several chunks and a ragged end
+    n = 3 * CHUNK + 123                                    # several chunks and a ragged end
     mask = rng.random(n) < 0.5
     start = rng.standard_normal(n).astype(np.float32)
     grads = rng.standard_normal(n).astype(np.float32)
     runs = []
     for threads in (1, 3):
         p = start.copy()
-        opt = AdamW(p, grads, mask, weight_decay=0.1, threads=threads)
+        opt = AdamW(p, grads, mask, weight_decay=0.1, ops=kernels("cpu", "fast", threads=threads))
         for _ in range(3):
             opt.step(1e-2)
         runs.append((p, opt.m, opt.v))

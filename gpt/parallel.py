@@ -33,10 +33,11 @@ import numpy as np
 
 from bpe.corpus import available_cores
 
+from .errors import UserError
 from .model import GPT, buffer_size
 
 
-class WorkerError(RuntimeError):
+class WorkerError(UserError):
     """A data-parallel worker process died (killed, or out of memory)."""
 
 

@@ -8,7 +8,7 @@ import pytest
 from gpt.config import GPTConfig
 from gpt.generate import KVCache, forward_cached, generate, next_token_logits, sample_next
 from gpt.model import GPT
-from minigrad import Backend
+from minigrad import Backend, kernels
 
 V = 50                       # real vocabulary; the head is padded to 64 rows
 BLOCK = 16
@@ -45,6 +45,26 @@ def test_cached_logits_equal_full_forward_at_every_step_past_the_window(dtype, t
         scale = np.abs(full).max()
         assert np.abs(cached - full).max() <= tol * scale, f"step {n}"
         assert cache.length == min(n, BLOCK)
+
+
+@pytest.mark.parametrize("kind", ["fast", "reference"])
+def test_the_cache_runs_the_models_own_blocks(kind):
+    """A decode step goes through the ops the model was built with, the same attention op as
+    training: once per layer, handed that layer's cache and the position offset."""
+    ops = kernels("cpu", kind)
+    calls = []
+    attention = ops.attention_forward
+
+    def recording(*args, kv_cache=None, t0=0, **kw):
+        calls.append((kv_cache is not None, t0))
+        return attention(*args, kv_cache=kv_cache, t0=t0, **kw)
+    ops.attention_forward = recording
+    model = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=16, block_size=BLOCK, vocab_size=V), Backend("cpu", "float64"),
+                ops=ops)
+    cache = KVCache(model)
+    forward_cached(model, np.array([random_ids(4)]), cache)
+    forward_cached(model, np.array([[7]]), cache)
+    assert calls == [(True, 0)] * 3 + [(True, 4)] * 3
 
 
 def test_prefill_then_decode_equals_one_prefill():

@@ -9,14 +9,17 @@ Every option is listed by `python sample.py --help`. Generation uses a KV cache
 (see gpt/generate.py); --no-kv-cache recomputes the whole window for each token instead.
 """
 import codecs
-import json
-import os
 import sys
 
-from gpt.cli import LineParser, UsageError, number, run_main
+from gpt.cli import LineParser, number, run_main
+from gpt.generate import generate
+from gpt.loading import load_model, open_backend
+from gpt.tokenizers import encode_prompt
+from minigrad import KERNELS, kernels
 
 DEFAULTS = dict(out_dir="out", init_from=None, prompt="", max_new_tokens=256, temperature=0.8, top_k=None,
-                top_p=None, seed=0, num_samples=1, device="auto", interactive=False, no_kv_cache=False)
+                top_p=None, seed=0, num_samples=1, device="auto", kernels="fast", interactive=False,
+                no_kv_cache=False)
 
 
 def build_parser():
@@ -40,54 +43,13 @@ def build_parser():
     p.add_argument("--num-samples", type=number(int, lambda v: v >= 1, ">= 1"),
                    help=f"how many samples to draw (default: {d['num_samples']})")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"auto uses CUDA when CuPy finds a GPU (default: {d['device']})")
+    p.add_argument("--kernels", choices=KERNELS, help="fast: the optimized layer implementations; reference: the plain "
+                   f"ones, to step through in a debugger (default: {d['kernels']})")
     p.add_argument("--interactive", action="store_true",
                    help="prompt loop: type a prompt, watch the continuation; an empty line or Ctrl-D exits, "
                         "Ctrl-C stops the current generation")
     p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole window for every token (slow; for comparison)")
     return p
-
-
-# ----------------------------------------------------------------------------- model and tokenizer
-
-
-def load_model(o, backend):
-    """-> (GPT, tokenizer) from --out-dir's checkpoint or an --init-from Hugging Face directory."""
-    from bpe import ByteTokenizer, GPT2Tokenizer
-    from gpt.export import LOCAL_VOCAB_NAME, checkpoint_tokenizer, load_checkpoint_model, load_hf_gpt2
-    from gpt.tokenizers import LocalVocab
-    if o["init_from"] is None:
-        model, meta = load_checkpoint_model(o["out_dir"], backend)
-        return model, checkpoint_tokenizer(meta)
-    hf_dir = o["init_from"]                  # tokenizer files as gpt.export writes them
-    model = load_hf_gpt2(hf_dir, backend)
-    vocab, merges, local = (os.path.join(hf_dir, n) for n in ("vocab.json", "merges.txt", LOCAL_VOCAB_NAME))
-    if os.path.isfile(vocab) and os.path.isfile(merges):
-        return model, GPT2Tokenizer.from_files(vocab, merges)
-    if os.path.isfile(local):
-        with open(local) as f:
-            return model, LocalVocab(GPT2Tokenizer.default(), json.load(f))
-    if model.config.vocab_size == 256:
-        return model, ByteTokenizer()
-    raise UsageError(f"--init-from {hf_dir}: no vocab.json + merges.txt to decode its "
-                     f"{model.config.vocab_size} token ids; add the model's tokenizer files there")
-
-
-def encode_prompt(text, tokenizer, block_size):
-    """Prompt text -> ids (at least one; at most block_size, the latest, with a note on stderr).
-
-    `<|endoftext|>` in the text is the end-of-text token. An empty prompt starts a new document:
-    the end-of-text token when the tokenizer has one, else a newline."""
-    ids = tokenizer.encode(text, allowed_special="all")
-    if getattr(tokenizer, "last_skipped", 0):               # a LocalVocab drops unseen tokens
-        print(f"note: {tokenizer.last_skipped} prompt token(s) are not in the model's vocabulary "
-              "and were left out", file=sys.stderr)
-    if not ids:
-        ids = [tokenizer.eot_token] if tokenizer.eot_token is not None else tokenizer.encode("\n")
-    if len(ids) > block_size:
-        print(f"note: the prompt is {len(ids)} tokens, longer than the model's context window of "
-              f"{block_size}; only its last {block_size} tokens are used", file=sys.stderr)
-        ids = ids[-block_size:]
-    return ids
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -117,7 +79,6 @@ class TextStream:
 
 def stream_sample(model, tokenizer, prompt_ids, o, seed, out):
     """Generate one sample after prompt_ids and stream it to `out`."""
-    from gpt.generate import generate
     text = TextStream(tokenizer, out)
     try:
         for token in generate(model, prompt_ids, o["max_new_tokens"], o["temperature"], o["top_k"], seed=seed,
@@ -149,9 +110,9 @@ def interactive(model, tokenizer, o, out):
 
 
 def run(o):
-    from minigrad import Backend
-    backend = Backend(o["device"], "float32")
-    model, tokenizer = load_model(o, backend)
+    backend = open_backend(o["device"], "float32")
+    loaded = load_model(backend, out_dir=o["out_dir"], hf_dir=o["init_from"], ops=kernels(backend.name, o["kernels"]))
+    model, tokenizer = loaded.model, loaded.tokenizer
     out = sys.stdout
     if hasattr(out, "reconfigure"):
         out.reconfigure(errors="replace")    # never fail on a terminal that cannot show a character
@@ -167,14 +128,7 @@ def run(o):
 
 
 def main(argv=None):
-    from bpe import TokenizerFileError
-    from gpt.checkpoint import CheckpointError
-    from gpt.export import HFFormatError
-    from gpt.tokenizers import TokenizerChoiceError
-    from minigrad import DeviceError
-    return run_main(lambda: run(vars(build_parser().parse_args(argv))),
-                    (CheckpointError, HFFormatError, TokenizerFileError, TokenizerChoiceError, DeviceError),
-                    interrupted="\ninterrupted")
+    return run_main(lambda: run(vars(build_parser().parse_args(argv))), interrupted="\ninterrupted")
 
 
 if __name__ == "__main__":

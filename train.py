@@ -13,28 +13,122 @@ import os
 import signal
 import sys
 import time
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+from tqdm import tqdm
 
+from gpt.checkpoint import CHECKPOINT_NAME, save_checkpoint, write_json
 from gpt.cli import LineParser, UsageError, number, run_main
+from gpt.config import PRESETS, GPTConfig
+from gpt.data import BatchSampler, load_bpe_corpus, load_byte_corpus, split_tokens
+from gpt.errors import CheckpointError
+from gpt.export import read_hf_config
+from gpt.generate import generate
+from gpt.loading import hf_tokenizer_meta, load_model, no_tokenizer_error, open_backend, read_checkpoint
+from gpt.model import GPT
+from gpt.parallel import CPUWorkers, model_buffers, usable_workers
+from gpt.plot import write_loss_plot
+from gpt.tokenizers import LocalVocab, encode_prompt, make_tokenizer
+from minigrad import KERNELS, AdamW, clip_grad_norm, kernels, lr_at
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "data", "tiny_shakespeare.txt")
-
-# Option defaults. The default run is a compact byte-level model that learns tiny-shakespeare
-# in about three minutes on 2 CPU cores.
-DEFAULTS = dict(
-    data=DEFAULT_DATA, tokenizer="byte", preset="mini", device="auto", dtype="float32", seed=1337,
-    batch_size=16, grad_accum=1, max_steps=1500, lr=2e-3, min_lr=2e-4, warmup_steps=100,
-    weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_steps=20,
-    val_fraction=0.1, sampling="random", target_loss=None, out_dir="out", resume=False,
-    bpe_vocab=None, bpe_merges=None, local_vocab=False, show_window=False, init_from=None,
-    workers=None, prompt="\n", sample_tokens=300, temperature=0.8, top_k=None, log_interval=10,
-)
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "vocab_size")
 # Options that define what is trained: a resumed run must not change them.
 RUN_FIELDS = ("tokenizer", "bpe_vocab", "bpe_merges", "local_vocab", "seed", "batch_size", "grad_accum",
               "sampling", "val_fraction", "dtype")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a run. The defaults are a compact byte-level model that learns
+    tiny-shakespeare in about three minutes on 2 CPU cores. A checkpoint stores asdict(config)
+    as its options; the model fields (None: the preset's) only override --preset."""
+    data: str = DEFAULT_DATA
+    tokenizer: str = "byte"
+    preset: str = "mini"
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 1337
+    batch_size: int = 16
+    grad_accum: int = 1
+    max_steps: int = 1500
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_steps: int = 20
+    val_fraction: float = 0.1
+    sampling: str = "random"
+    target_loss: float | None = None
+    out_dir: str = "out"
+    resume: bool = False
+    bpe_vocab: str | None = None
+    bpe_merges: str | None = None
+    local_vocab: bool = False
+    show_window: bool = False
+    init_from: str | None = None
+    workers: int | None = None
+    prompt: str = "\n"
+    sample_tokens: int = 300
+    temperature: float = 0.8
+    top_k: int | None = None
+    log_interval: int = 10
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    block_size: int | None = None
+    dropout: float | None = None
+    vocab_size: int | None = None
+    kernels: str = "fast"
+
+    @classmethod
+    def from_saved(cls, options):
+        """A checkpoint's options -> the fields they set (old names mapped, unknown keys dropped)."""
+        options = dict(options)
+        if "threads" in options:                         # checkpoints from before the rename
+            options["workers"] = options.pop("threads")
+        known = {f.name for f in fields(cls)}
+        return {k: v for k, v in options.items() if k in known}
+
+    def check(self):
+        """UsageError for options that cannot go together."""
+        if self.min_lr > self.lr:
+            raise UsageError(f"--min-lr ({self.min_lr}) must not exceed --lr ({self.lr})")
+        if self.target_loss is not None and self.val_fraction == 0:
+            raise UsageError("--target-loss needs a validation split; set --val-fraction above 0")
+        if self.local_vocab and self.tokenizer == "byte":
+            raise UsageError("--local-vocab applies to BPE; add --tokenizer gpt2")
+        if self.init_from and not self.resume:
+            given = [k for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size") if getattr(self, k) is not None]
+            if given:
+                raise UsageError(f"--init-from takes the architecture from {self.init_from}/config.json; "
+                                 f"drop --{given[0].replace('_', '-')}")
+            if self.local_vocab:
+                raise UsageError("--init-from keeps the model's full vocabulary; drop --local-vocab")
+
+    def tokenizer_options(self):
+        return {"tokenizer": self.tokenizer, "bpe_vocab": self.bpe_vocab, "bpe_merges": self.bpe_merges}
+
+    def model_config(self, tokenizer):
+        """A new model's GPTConfig: the preset with the command line's overrides."""
+        overrides = {k: getattr(self, k) for k in MODEL_FIELDS}
+        if overrides["vocab_size"] is None:
+            overrides["vocab_size"] = tokenizer.vocab_size
+        elif overrides["vocab_size"] < tokenizer.vocab_size:
+            raise UsageError(f"--vocab-size {overrides['vocab_size']} is smaller than the {self.tokenizer} tokenizer's "
+                             f"{tokenizer.vocab_size} ids; drop the flag or raise it")
+        cfg = GPTConfig.preset(self.preset, **overrides)
+        try:
+            cfg.validate()
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return cfg
 
 
 # Argument types: argparse names the flag in its message.
@@ -46,10 +140,9 @@ FRACTION = number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def build_parser():
-    from gpt.config import PRESETS
     p = LineParser(prog="train.py", description="Train a GPT-2-style model with explicit NumPy/CuPy forward and backward passes.",
                    argument_default=argparse.SUPPRESS)
-    d = DEFAULTS
+    d = asdict(TrainConfig())
     g = p.add_argument_group("data")
     g.add_argument("--data", help="text file or directory of text files (default: the bundled tiny-shakespeare)")
     g.add_argument("--tokenizer", choices=["byte", "gpt2"], help=f"byte: 256 byte ids; gpt2: GPT-2 BPE (default: {d['tokenizer']})")
@@ -85,6 +178,8 @@ def build_parser():
     g.add_argument("--dtype", choices=["float32", "float64"], help=f"floating-point type of parameters and activations (default: {d['dtype']})")
     g.add_argument("--workers", "--threads", type=POSITIVE_INT,
                    help="CPU worker processes, each training a slice of the batch (default: all cores)")
+    g.add_argument("--kernels", choices=KERNELS, help="fast: the optimized layer implementations; reference: the plain "
+                   f"ones, to step through in a debugger (default: {d['kernels']})")
     g.add_argument("--seed", type=NONNEG_INT, help=f"seed for init, data order, dropout and samples (default: {d['seed']})")
     g.add_argument("--out-dir", help=f"where the checkpoint, loss curve and config go (default: {d['out_dir']})")
     g.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
@@ -104,18 +199,16 @@ def build_parser():
 
 
 def resolve_options(argv):
-    """Command line > checkpoint's saved options (with --resume) > DEFAULTS."""
+    """Command line > checkpoint's saved options (with --resume) > TrainConfig's defaults.
+    -> (TrainConfig, the checkpoint's (arrays, meta) with --resume, else None)."""
     given = vars(build_parser().parse_args(argv))
-    opts = dict(DEFAULTS)
-    out_dir = given.get("out_dir", DEFAULTS["out_dir"])
+    opts = asdict(TrainConfig())
     saved = None
     if given.get("resume"):
-        from gpt.checkpoint import CHECKPOINT_NAME, load_checkpoint
-        arrays, meta = load_checkpoint(os.path.join(out_dir, CHECKPOINT_NAME))
-        saved = (arrays, meta)
-        opts.update(meta["options"])
-        if "threads" in meta["options"]:                 # checkpoints from before the rename
-            opts["workers"] = opts.pop("threads")
+        out_dir = given.get("out_dir", opts["out_dir"])
+        saved = read_checkpoint(out_dir)
+        meta = saved[1]
+        opts.update(TrainConfig.from_saved(meta["options"]))
         for key in RUN_FIELDS:
             if key in given and key in meta["options"] and given[key] != meta["options"][key]:
                 raise UsageError(f"--resume: the checkpoint in {out_dir} was trained with {key}={meta['options'][key]!r}, "
@@ -128,85 +221,75 @@ def resolve_options(argv):
     if ("bpe_vocab" in given or "bpe_merges" in given) and "tokenizer" not in given:
         opts["tokenizer"] = "gpt2"
     if opts["init_from"] and not saved and "tokenizer" not in given and "bpe_vocab" not in given:
-        _tokenizer_of_hf_dir(opts)
+        opts.update(_tokenizer_of_hf_dir(opts["init_from"]))
     for path_option in ("data", "bpe_vocab", "bpe_merges", "init_from"):   # a resumed run may start elsewhere
         if opts[path_option] is not None:
             opts[path_option] = os.path.abspath(opts[path_option])
     opts["resume"] = bool(given.get("resume"))
-    return opts, saved
+    cfg = TrainConfig(**opts)
+    cfg.check()
+    return cfg, saved
 
 
-def _tokenizer_of_hf_dir(o):
-    """--init-from without --tokenizer: the directory's vocab.json + merges.txt if it has them,
-    bytes for a 256-token model."""
-    vocab, merges = (os.path.join(o["init_from"], name) for name in ("vocab.json", "merges.txt"))
-    if os.path.isfile(vocab) and os.path.isfile(merges):
-        o.update(tokenizer="gpt2", bpe_vocab=vocab, bpe_merges=merges)
-    else:
-        from gpt.export import read_hf_config
-        if read_hf_config(o["init_from"]).vocab_size == 256:
-            o["tokenizer"] = "byte"
-        else:
-            raise UsageError(f"--init-from {o['init_from']} has no vocab.json/merges.txt; say which --tokenizer it uses")
+def _tokenizer_of_hf_dir(hf_dir):
+    """--init-from without --tokenizer: the tokenizer options of the directory's own tokenizer
+    (gpt.loading.hf_tokenizer_meta)."""
+    vocab_size = read_hf_config(hf_dir).vocab_size
+    spec = hf_tokenizer_meta(hf_dir, vocab_size)
+    if spec is None:
+        raise no_tokenizer_error(hf_dir, vocab_size)
+    return spec["options"]
 
 
-def check_options(o):
-    if o["min_lr"] > o["lr"]:
-        raise UsageError(f"--min-lr ({o['min_lr']}) must not exceed --lr ({o['lr']})")
-    if o["target_loss"] is not None and o["val_fraction"] == 0:
-        raise UsageError("--target-loss needs a validation split; set --val-fraction above 0")
-    if o["local_vocab"] and o["tokenizer"] == "byte":
-        raise UsageError("--local-vocab applies to BPE; add --tokenizer gpt2")
-    if o["init_from"] and not o["resume"]:
-        given = [k for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size") if o.get(k) is not None]
-        if given:
-            raise UsageError(f"--init-from takes the architecture from {o['init_from']}/config.json; "
-                             f"drop --{given[0].replace('_', '-')}")
-        if o["local_vocab"]:
-            raise UsageError("--init-from keeps the model's full vocabulary; drop --local-vocab")
+def build_model(cfg, saved, backend, ops, n_workers):
+    """-> (model, tokenizer, token stream). A new model's size comes from the options and the
+    tokenizer; a checkpoint (--resume) or Hugging Face directory (--init-from) brings its own
+    model and tokenizer (gpt.loading), the corpus is then encoded with that tokenizer."""
+    def make_buffers(config):
+        return model_buffers(config, backend, n_workers)
+    if saved is None and not cfg.init_from:
+        tokenizer, tokens = load_tokens(cfg)
+        config = cfg.model_config(tokenizer)
+        return GPT(config, backend, seed=cfg.seed, ops=ops, **make_buffers(config)), tokenizer, tokens
+    loaded = load_model(backend, out_dir=cfg.out_dir, hf_dir=None if saved else cfg.init_from, checkpoint=saved,
+                        tokenizer_options=cfg.tokenizer_options(), ops=ops, make_buffers=make_buffers,
+                        dropout=cfg.dropout)
+    tokenizer, tokens = load_tokens(cfg, loaded.tokenizer)
+    return loaded.model, tokenizer, tokens
 
 
-def model_config(o, tokenizer, saved_meta=None):
-    """The model's GPTConfig: the checkpoint's when resuming, a Hugging Face directory's with
-    --init-from, else the preset with the command line's overrides."""
-    from gpt.config import GPTConfig
-    if saved_meta is not None:
-        return GPTConfig.from_dict(saved_meta["config"])
-    if o["init_from"]:
-        from gpt.export import read_hf_config
-        cfg = read_hf_config(o["init_from"])
-        if o.get("dropout") is not None:
-            cfg = cfg.replace(dropout=o["dropout"])
-        if cfg.vocab_size < tokenizer.vocab_size:
-            raise UsageError(f"--init-from {o['init_from']} has {cfg.vocab_size} token ids, fewer than the "
-                             f"{o['tokenizer']} tokenizer's {tokenizer.vocab_size}")
-        return cfg
-    overrides = {k: o.get(k) for k in MODEL_FIELDS}
-    if overrides["vocab_size"] is None:
-        overrides["vocab_size"] = tokenizer.vocab_size
-    elif overrides["vocab_size"] < tokenizer.vocab_size:
-        raise UsageError(f"--vocab-size {overrides['vocab_size']} is smaller than the {o['tokenizer']} tokenizer's "
-                         f"{tokenizer.vocab_size} ids; drop the flag or raise it")
-    cfg = GPTConfig.preset(o["preset"], **overrides)
-    try:
-        cfg.validate()
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    return cfg
+def load_tokens(cfg, tokenizer=None):
+    """(tokenizer, 1-D token stream) of the corpus.
+
+    tokenizer: a loaded model's (None: the one the options name, with --local-vocab projected
+    onto the ids the corpus uses). A loaded LocalVocab maps the corpus to its ids: with
+    --local-vocab (a resumed run) the corpus must give the same vocabulary; otherwise (a model
+    from --init-from) tokens it lacks are left out, with a note."""
+    local = tokenizer if isinstance(tokenizer, LocalVocab) else None
+    base = local.base if local else tokenizer or make_tokenizer(cfg.tokenizer, cfg.bpe_vocab, cfg.bpe_merges)
+    if cfg.tokenizer == "byte":
+        return base, load_byte_corpus(cfg.data)
+    tokens = load_bpe_corpus(cfg.data, base, os.path.join(cfg.out_dir, "cache"))
+    if cfg.local_vocab:
+        corpus_vocab = LocalVocab.from_corpus(base, tokens)
+        if local is not None and corpus_vocab.identity != local.identity:
+            raise CheckpointError(f"--resume: the checkpoint was trained with tokenizer {local.identity}, but --data "
+                                  f"now gives {corpus_vocab.identity}; use the same corpus or another --out-dir")
+        return corpus_vocab, corpus_vocab.to_local(tokens)
+    if local is None:
+        return base, tokens
+    tokens, skipped = local.project(tokens)
+    if skipped:
+        print(f"note: {skipped:,} corpus token(s) are not in the model's vocabulary of {local.vocab_size:,} "
+              "and were left out")
+    return local, tokens
 
 
-def load_tokens(o):
-    """(tokenizer, 1-D token stream) for the run's options."""
-    from gpt.data import load_bpe_corpus, load_byte_corpus
-    from gpt.tokenizers import LocalVocab, make_tokenizer
-    tokenizer = make_tokenizer(o["tokenizer"], o["bpe_vocab"], o["bpe_merges"])
-    if o["tokenizer"] == "byte":
-        return tokenizer, load_byte_corpus(o["data"])
-    tokens = load_bpe_corpus(o["data"], tokenizer, os.path.join(o["out_dir"], "cache"))
-    if o["local_vocab"]:
-        tokenizer = LocalVocab.from_corpus(tokenizer, tokens)
-        tokens = tokenizer.to_local(tokens)
-    return tokenizer, tokens
+def show_window(ids, tokenizer):
+    print(f"first training window ({len(ids)} tokens, {tokenizer.name}):")
+    print("ids:", ids)
+    print("text:")
+    print(tokenizer.decode(ids))
 
 
 # ---------------------------------------------------------------------------- the run
@@ -215,31 +298,21 @@ def load_tokens(o):
 class Trainer:
     """One training run: model, optimizer, data, and the loop with its logging and files."""
 
-    def __init__(self, o, saved):
-        from gpt.checkpoint import CHECKPOINT_NAME
-        from gpt.data import BatchSampler, split_tokens
-        from gpt.model import GPT
-        from gpt.parallel import DataParallel
-        from minigrad import AdamW, Backend
-
-        self.o = o
-        self.backend = Backend(o["device"], o["dtype"])
-        self.tokenizer, tokens = load_tokens(o)
-        self.config = model_config(o, self.tokenizer, saved[1] if saved else None)
-        train, val = split_tokens(tokens, o["val_fraction"], self.config.block_size)
+    def __init__(self, cfg, saved=None):
+        self.cfg = cfg
+        self.backend = open_backend(cfg.device, cfg.dtype)
+        n_workers = usable_workers(self.backend, cfg.workers)
+        ops = kernels(self.backend.name, cfg.kernels, threads=n_workers)
+        self.model, self.tokenizer, tokens = build_model(cfg, saved, self.backend, ops, n_workers)
+        self.config = self.model.config
+        train, val = split_tokens(tokens, cfg.val_fraction, self.config.block_size)
         self.n_tokens = len(tokens)
-        self.train_data = BatchSampler(train, o["batch_size"], self.config.block_size, o["sampling"], o["seed"])
-        self.val_data = BatchSampler(val, o["batch_size"], self.config.block_size, "random", o["seed"]) if len(val) else None
-        if o["init_from"] and saved is None:
-            from gpt.export import load_hf_gpt2
-            self.model = load_hf_gpt2(o["init_from"], self.backend, dropout=self.config.dropout)
-        else:
-            self.model = GPT(self.config, self.backend, seed=o["seed"])
-        self.parallel = DataParallel(self.model, o["workers"])
+        self.train_data = BatchSampler(train, cfg.batch_size, self.config.block_size, cfg.sampling, cfg.seed)
+        self.val_data = BatchSampler(val, cfg.batch_size, self.config.block_size, "random", cfg.seed) if len(val) else None
+        self.workers = CPUWorkers(self.model, n_workers)
         self.optimizer = AdamW(self.model.params, self.model.grads, self.model.decay_mask(),
-                               betas=(o["beta1"], o["beta2"]), weight_decay=o["weight_decay"],
-                               threads=self.parallel.n_workers)
-        self.ckpt_path = os.path.join(o["out_dir"], CHECKPOINT_NAME)
+                               betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, ops=ops)
+        self.ckpt_path = os.path.join(cfg.out_dir, CHECKPOINT_NAME)
         self.step = 0                 # optimizer steps completed
         self.history = []             # loss_curve.json records
         self.elapsed = 0.0            # training seconds, summed over resumed sessions
@@ -250,118 +323,89 @@ class Trainer:
     # --- checkpoints and files
 
     def _meta(self):
-        return {"step": self.step, "config": self.config.to_dict(), "options": self.o,
+        local = isinstance(self.tokenizer, LocalVocab)
+        return {"step": self.step, "config": self.config.to_dict(), "options": asdict(self.cfg),
                 "tokenizer": self.tokenizer.identity, "elapsed": self.elapsed,
-                "local_vocab": self.tokenizer.to_base.tolist() if self.o["local_vocab"] else None,
-                "data_position": {"sampling": self.o["sampling"], "next_step": self.step, "seed": self.o["seed"]}}
+                "local_vocab": self.tokenizer.to_base.tolist() if local else None,
+                "data_position": {"sampling": self.cfg.sampling, "next_step": self.step, "seed": self.cfg.seed}}
 
     def _restore(self, arrays, meta):
-        if meta["tokenizer"] != self.tokenizer.identity:
-            raise UsageError(f"--resume: the checkpoint was trained with tokenizer {meta['tokenizer']}, "
-                             f"not {self.tokenizer.identity}; use the same tokenizer files or another --out-dir")
-        if arrays["params"].size != self.model.params.size:
-            raise UsageError("--resume: the checkpoint's parameter count does not match the model")
-        self.model.params[...] = self.backend.asarray(arrays["params"])
+        """The optimizer and progress of a checkpoint (the model's parameters are loaded already)."""
         self.optimizer.load_state_dict({"m": self.backend.asarray(arrays["adam_m"]),
                                         "v": self.backend.asarray(arrays["adam_v"]), "t": meta["step"]})
         self.step, self.elapsed = meta["step"], meta.get("elapsed", 0.0)
-        curve = os.path.join(self.o["out_dir"], "loss_curve.json")
+        curve = os.path.join(self.cfg.out_dir, "loss_curve.json")
         if os.path.exists(curve):
             with open(curve) as f:
                 self.history = [r for r in json.load(f) if r["step"] <= self.step]
 
     def save(self):
-        from gpt.checkpoint import save_checkpoint
-        from gpt.plot import write_loss_plot
         to_host = self.backend.to_host
         save_checkpoint(self.ckpt_path, to_host(self.model.params), to_host(self.optimizer.m),
                         to_host(self.optimizer.v), self._meta())
-        _write_json(os.path.join(self.o["out_dir"], "loss_curve.json"), self.history)
-        write_loss_plot(os.path.join(self.o["out_dir"], "loss_curve.svg"), self.history)
+        write_json(os.path.join(self.cfg.out_dir, "loss_curve.json"), self.history)
+        write_loss_plot(os.path.join(self.cfg.out_dir, "loss_curve.svg"), self.history)
 
     # --- pieces of a step
 
     def _rng_for(self, step, micro, worker):
         """Device RNG for dropout masks, a pure function of (seed, step, micro, worker)."""
-        key = np.random.SeedSequence([self.o["seed"], step, micro, worker]).generate_state(1, np.uint32)[0]
+        key = np.random.SeedSequence([self.cfg.seed, step, micro, worker]).generate_state(1, np.uint32)[0]
         return self.backend.rng(int(key))
 
     def evaluate(self):
-        losses = [self.parallel.loss(x, y) for x, y in self.val_data.eval_batches(self.o["eval_steps"])]
+        losses = [self.workers.loss(x, y) for x, y in self.val_data.eval_batches(self.cfg.eval_steps)]
         return float(np.mean(losses))
 
     def train_step(self):
         """One optimizer step over grad_accum micro-batches; returns (loss, lr, grad norm)."""
-        from minigrad import clip_grad_norm, lr_at
-        o, model, accum = self.o, self.model, self.o["grad_accum"]
+        cfg, model, accum = self.cfg, self.model, self.cfg.grad_accum
         model.zero_grad()
         loss = 0.0
         for micro in range(accum):
             x, y = self.train_data.get(self.step, micro, accum)
-            loss += self.parallel.forward_backward(
+            loss += self.workers.forward_backward(
                 x, y, dloss=1.0 / accum, rng_for=lambda worker: self._rng_for(self.step, micro, worker)) / accum
-        norm = clip_grad_norm(model.grads, o["grad_clip"])
-        lr = lr_at(self.step, o["lr"], o["min_lr"], o["warmup_steps"], o["max_steps"])
+        norm = clip_grad_norm(model.grads, cfg.grad_clip)
+        lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
         if math.isfinite(loss) and math.isfinite(norm):
             self.optimizer.step(lr)
         return loss, lr, norm
 
     def sample(self, label):
-        from gpt.generate import generate
-        o = self.o
-        if o["sample_tokens"] == 0:
+        cfg, tok = self.cfg, self.tokenizer
+        if cfg.sample_tokens == 0:
             return
-        tok = self.tokenizer
-        ids = tok.encode(o["prompt"], allowed_special="all")
-        if not ids:                                  # an empty prompt starts a new document
-            ids = [tok.eot_token] if tok.eot_token is not None else tok.encode("\n")
-        if getattr(tok, "last_skipped", 0):
-            print(f"note: {tok.last_skipped} prompt token(s) are not in the corpus's local vocabulary "
-                  "and were left out")
-        ids = ids[-self.config.block_size:]
-        new = list(generate(self.model, ids, o["sample_tokens"], o["temperature"], o["top_k"], seed=o["seed"],
+        ids = encode_prompt(cfg.prompt, tok, self.config.block_size, note=print)
+        new = list(generate(self.model, ids, cfg.sample_tokens, cfg.temperature, cfg.top_k, seed=cfg.seed,
                             eot_token=tok.eot_token, vocab_size=tok.vocab_size))
-        print(f"--- sample {label} (prompt {o['prompt']!r}) ---")
+        print(f"--- sample {label} (prompt {cfg.prompt!r}) ---")
         print(tok.decode(ids + new))
         print("---")
 
-    # --- the loop
-
     def first_window(self):
         """Token ids of the first row of the next training batch."""
-        x, _ = self.train_data.get(self.step, 0, self.o["grad_accum"])
+        x, _ = self.train_data.get(self.step, 0, self.cfg.grad_accum)
         return x[0].tolist()
 
-    def show_window(self):
-        ids = self.first_window()
-        print(f"first training window ({len(ids)} tokens, {self.tokenizer.name}):")
-        print("ids:", ids)
-        print("text:")
-        print(self.tokenizer.decode(ids))
+    # --- the loop
 
     def run(self):
-        from tqdm import tqdm
-        o, cfg = self.o, self.config
-        if o["show_window"]:
-            self.show_window()
+        cfg = self.cfg
+        if cfg.show_window:
+            show_window(self.first_window(), self.tokenizer)
             return 0
-        os.makedirs(o["out_dir"], exist_ok=True)
-        tokens_per_step = o["batch_size"] * cfg.block_size * o["grad_accum"]
-        workers = f", {self.parallel.n_workers} worker processes" if self.parallel.n_workers > 1 else ""
-        print(f"device: {self.backend.name} ({self.backend.xp.__name__} {self.backend.xp.__version__}, "
-              f"{o['dtype']}{workers})")
-        print(f"model: {self.model}")
-        print(f"data: {o['data']}: {self.n_tokens:,} tokens ({o['tokenizer']} tokenizer), "
-              f"{len(self.train_data.tokens):,} train / {len(self.val_data.tokens) if self.val_data else 0:,} validation")
-        print(f"tokens per step: {o['batch_size']} x {cfg.block_size} x {o['grad_accum']} = {tokens_per_step:,}")
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        tokens_per_step = cfg.batch_size * self.config.block_size * cfg.grad_accum
+        self._print_setup(tokens_per_step)
         if self.step == 0:
             print("first training window:")
             print(self.tokenizer.decode(self.first_window()))
-            _write_json(os.path.join(o["out_dir"], "config.json"), {"model": cfg.to_dict(), "options": o})
+            write_json(os.path.join(cfg.out_dir, "config.json"), {"model": self.config.to_dict(), "options": asdict(cfg)})
             self.sample("before training")
         else:
-            print(f"resuming from step {self.step} of {o['max_steps']}")
-        if self.step >= o["max_steps"]:
+            print(f"resuming from step {self.step} of {cfg.max_steps}")
+        if self.step >= cfg.max_steps:
             print(f"nothing to do: the run already has {self.step} steps (raise --max-steps to continue)")
             return 0
 
@@ -369,23 +413,32 @@ class Trainer:
         try:
             # A diverging run overflows; _loop reports the non-finite loss itself, in one line.
             with np.errstate(over="ignore", invalid="ignore"):
-                status = self._loop(tqdm, tokens_per_step)
+                status = self._loop(tokens_per_step)
         finally:
             signal.signal(signal.SIGINT, previous_handler)
         if status == 0:
             self.sample("after training")
         return status
 
+    def _print_setup(self, tokens_per_step):
+        cfg, xp, n = self.cfg, self.backend.xp, self.workers.n_workers
+        workers = f", {n} worker processes" if n > 1 else ""
+        print(f"device: {self.backend.name} ({xp.__name__} {xp.__version__}, {cfg.dtype}{workers})")
+        print(f"model: {self.model}")
+        print(f"data: {cfg.data}: {self.n_tokens:,} tokens ({cfg.tokenizer} tokenizer), "
+              f"{len(self.train_data.tokens):,} train / {len(self.val_data.tokens) if self.val_data else 0:,} validation")
+        print(f"tokens per step: {cfg.batch_size} x {self.config.block_size} x {cfg.grad_accum} = {tokens_per_step:,}")
+
     def _on_sigint(self, signum, frame):
         if self.stop_requested:                   # a second Ctrl-C aborts at once
             raise KeyboardInterrupt
         self.stop_requested = True
 
-    def _loop(self, tqdm, tokens_per_step):
-        o = self.o
-        bar = tqdm(total=o["max_steps"], initial=self.step, desc="training", unit="step", dynamic_ncols=True)
+    def _loop(self, tokens_per_step):
+        cfg = self.cfg
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
         window_start, window_tokens = time.perf_counter(), 0
-        while self.step < o["max_steps"]:
+        while self.step < cfg.max_steps:
             t0 = time.perf_counter()
             loss, lr, norm = self.train_step()
             dt = time.perf_counter() - t0
@@ -401,20 +454,20 @@ class Trainer:
                       "tokens": self.step * tokens_per_step, "elapsed": round(self.elapsed, 3)}
             self.history.append(record)
             bar.update(1)
-            if self.step % o["log_interval"] == 0 or self.step == o["max_steps"]:
+            if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
                 now = time.perf_counter()
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", norm=f"{norm:.2f}",
                                 tok_s=f"{window_tokens / (now - window_start):,.0f}")
                 window_start, window_tokens = now, 0
-            done = self.step == o["max_steps"]
-            if self.val_data is not None and (self.step % o["eval_interval"] == 0 or done):
+            done = self.step == cfg.max_steps
+            if self.val_data is not None and (self.step % cfg.eval_interval == 0 or done):
                 record["val_loss"] = self.evaluate()
                 bar.write(f"step {self.step}: train loss {loss:.4f}, val loss {record['val_loss']:.4f}, "
                           f"{self.elapsed:.0f}s")
-                if o["target_loss"] is not None and record["val_loss"] <= o["target_loss"]:
-                    bar.write(f"reached --target-loss {o['target_loss']} at step {self.step}")
+                if cfg.target_loss is not None and record["val_loss"] <= cfg.target_loss:
+                    bar.write(f"reached --target-loss {cfg.target_loss} at step {self.step}")
                     done = True
-            if done or self.stop_requested or self.step % o["eval_interval"] == 0:
+            if done or self.stop_requested or self.step % cfg.eval_interval == 0:
                 self.save()
             if self.stop_requested:
                 bar.close()
@@ -427,34 +480,14 @@ class Trainer:
         return 0
 
 
-def _write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
-    from bpe import CorpusError
-    from gpt.checkpoint import CheckpointError
-    from gpt.data import DataError
-    from gpt.export import HFFormatError
-    from gpt.parallel import WorkerError
-    from gpt.tokenizers import TokenizerChoiceError
-    from minigrad import DeviceError
-
-    def train(argv):
-        opts, saved = resolve_options(argv)
-        check_options(opts)
-        trainer = Trainer(opts, saved)
+    def train():
+        trainer = Trainer(*resolve_options(argv))
         try:
             return trainer.run()
         finally:
-            trainer.parallel.close()
-    return run_main(lambda: train(argv),
-                    (DataError, CorpusError, CheckpointError, DeviceError, TokenizerChoiceError, HFFormatError,
-                     WorkerError),
-                    interrupted="interrupted before training started; nothing was saved")
+            trainer.workers.close()
+    return run_main(train, interrupted="interrupted before training started; nothing was saved")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def encode_corpus(tokenizer, text_or_documents: str | Iterable[str], *, num_work
     allowed, _ = resolve_special(tokenizer.special_tokens, allowed_special, ())
     jobs = _plan_jobs(documents, tokenizer.eot_token, allowed, chunk_chars)
     total = sum(map(len, documents))
-    workers = num_workers or _available_cpus()
+    workers = num_workers or available_cores()
     dtype = tokenizer.token_dtype
 
     arrays = []
@@ -101,10 +101,11 @@ def _encode_job_in_worker(job: Job) -> tuple[np.ndarray, int]:
     return _encode_job(*_worker_state, job)
 
 
-def _available_cpus() -> int:
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask on Linux, else all cores)."""
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
+    except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
 
 

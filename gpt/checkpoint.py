@@ -1,8 +1,10 @@
 """Checkpoints: one .npz file holding the flat parameters, AdamW's moments and a JSON header
-(step, config, tokenizer identity, training settings, data position).
+(step, config, tokenizer identity, training settings, data position); and the atomic writes
+of the run's other files.
 
-Writes are atomic: the file is written under a temporary name, flushed to disk, then renamed
-over the old one, so a crash mid-write leaves the previous checkpoint intact.
+Writes are atomic: the file is written under a temporary name, then renamed over the old one,
+so a crash mid-write leaves the previous file intact (the checkpoint is also flushed to disk
+before the rename).
 """
 import json
 import os
@@ -10,11 +12,10 @@ import zipfile
 
 import numpy as np
 
+from .errors import CheckpointError
+
 CHECKPOINT_NAME = "ckpt.npz"
 
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or does not fit the requested run."""
 
 
 def save_checkpoint(path, params, adam_m, adam_v, meta):
@@ -26,6 +27,19 @@ def save_checkpoint(path, params, adam_m, adam_v, meta):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_text(path, text):
+    """Write `text` to `path` atomically (a temporary file renamed over it)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path, obj):
+    """Write `obj` as indented JSON to `path` atomically."""
+    write_text(path, json.dumps(obj, indent=1))
 
 
 def load_checkpoint(path):

@@ -3,9 +3,9 @@ import argparse
 import math
 import sys
 
+from .errors import UsageError, UserError
 
-class UsageError(Exception):
-    """Bad input: printed as one line `error: ...`, exit status 2."""
+__all__ = ["LineParser", "UsageError", "UserError", "number", "run_main"]
 
 
 class LineParser(argparse.ArgumentParser):
@@ -28,12 +28,12 @@ def number(kind, check, bound):
     return parse
 
 
-def run_main(body, errors, interrupted="interrupted"):
-    """body() -> exit status. UsageError and the exception types in `errors` print one
-    `error: ...` line and give status 2; Ctrl-C prints `interrupted` and gives 130."""
+def run_main(body, interrupted="interrupted"):
+    """body() -> exit status. A UserError (gpt/errors.py) prints one `error: ...` line and
+    gives status 2; Ctrl-C prints `interrupted` and gives 130."""
     try:
         return body()
-    except (UsageError, *errors) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

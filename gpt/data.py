@@ -15,13 +15,14 @@ import os
 
 import numpy as np
 
+from bpe import CorpusError
 from bpe.corpus import read_text
+
+from .checkpoint import write_json
+from .errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 
-
-class DataError(ValueError):
-    """The corpus cannot be used; the message says why and what to do."""
 
 
 def list_documents(path):
@@ -77,15 +78,17 @@ def load_bpe_corpus(path, tokenizer, cache_dir):
             and os.path.exists(bin_path) and os.path.getsize(bin_path) == cached["tokens"] * dtype.itemsize):
         print(f"data: using the tokenized cache {bin_path}")
     else:
-        tokens = tokenizer.encode_corpus([read_text(d) for d in docs]).astype(dtype, copy=False)
+        try:
+            texts = [read_text(d) for d in docs]
+        except CorpusError as e:                                        # an unreadable file
+            raise DataError(str(e)) from None
+        tokens = tokenizer.encode_corpus(texts).astype(dtype, copy=False)
         os.makedirs(cache_dir, exist_ok=True)
         if os.path.exists(meta_path):
             os.remove(meta_path)                                        # the old cache is invalid from here
         tokens.tofile(bin_path + ".tmp")
         os.replace(bin_path + ".tmp", bin_path)
-        with open(meta_path + ".tmp", "w") as f:
-            json.dump({**meta, "tokens": int(tokens.size)}, f, indent=1)
-        os.replace(meta_path + ".tmp", meta_path)                  # written last: marks the cache valid
+        write_json(meta_path, {**meta, "tokens": int(tokens.size)})     # written last: marks the cache valid
         print(f"data: tokenized {len(docs)} file(s) into {tokens.size:,} tokens, cached at {bin_path}")
     return np.memmap(bin_path, dtype=dtype, mode="r")
 

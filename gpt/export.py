@@ -27,10 +27,15 @@ import sys
 
 import numpy as np
 
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+from bpe import ByteTokenizer
+from bpe.gpt2 import ASSETS
+
+from .checkpoint import CheckpointError  # noqa: F401  (importable from here, as before)
 from .config import GPTConfig
+from .errors import HFFormatError, UserError
 from .model import GPT, parameter_shapes
 from .safetensors import SafetensorsError, load_file, save_file
+from .tokenizers import LocalVocab
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"      # a checkpoint split into shards
@@ -38,42 +43,6 @@ PREFIX = "transformer."                                   # GPT2LMHeadModel's na
 GELU_TANH = ("gelu_new", "gelu_pytorch_tanh")             # transformers' names for GELU's tanh form
 LOCAL_VOCAB_NAME = "local_vocab.json"                     # see export_hf
 
-
-class HFFormatError(ValueError):
-    """A directory is not a GPT-2 checkpoint this project can load; the message says why."""
-
-
-# ----------------------------------------------------------------------------- our checkpoints
-
-
-def load_checkpoint_model(out_dir, backend):
-    """out_dir/ckpt.npz (written by train.py) -> (GPT on `backend`, the checkpoint's meta dict).
-
-    Raises CheckpointError when there is no checkpoint or it does not fit its own config."""
-    path = os.path.join(out_dir, CHECKPOINT_NAME)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint in {out_dir} (expected {path}); "
-                              f"train one first: python train.py --out-dir {out_dir}")
-    arrays, meta = load_checkpoint(path)
-    model = GPT(GPTConfig.from_dict(meta["config"]), backend)
-    if arrays["params"].size != model.params.size:
-        raise CheckpointError(f"{path} holds {arrays['params'].size:,} parameters but its config "
-                              f"needs {model.params.size:,}; the checkpoint is corrupted")
-    model.params[...] = backend.asarray(arrays["params"], dtype=backend.dtype)
-    return model, meta
-
-
-def checkpoint_tokenizer(meta):
-    """The tokenizer a checkpoint was trained with; CheckpointError if this install's differs."""
-    from .tokenizers import TokenizerChoiceError, tokenizer_from_meta
-    try:
-        tokenizer = tokenizer_from_meta(meta)
-    except TokenizerChoiceError as e:
-        raise CheckpointError(f"cannot rebuild the checkpoint's tokenizer: {e}") from None
-    if meta.get("tokenizer", tokenizer.identity) != tokenizer.identity:
-        raise CheckpointError(f"the checkpoint was trained with tokenizer {meta['tokenizer']}, but the "
-                              f"files found now give {tokenizer.identity}")
-    return tokenizer
 
 
 # ----------------------------------------------------------------------------- export
@@ -121,8 +90,6 @@ def export_hf(model, hf_dir, tokenizer=None, bpe_files=None):
                                        no tokenizer files, since the ids are not the BPE's
       None                             config and weights only
     """
-    from bpe import ByteTokenizer
-    from .tokenizers import LocalVocab
     cfg = model.config
     os.makedirs(hf_dir, exist_ok=True)
     is_bpe = tokenizer is not None and not isinstance(tokenizer, (ByteTokenizer, LocalVocab))
@@ -148,7 +115,6 @@ def export_hf(model, hf_dir, tokenizer=None, bpe_files=None):
 def _write_bpe_tokenizer(hf_dir, bpe_files, max_length):
     """Copy the BPE files under Hugging Face's names (OpenAI's encoder.json / vocab.bpe have
     the same formats as vocab.json / merges.txt) and say how GPT2Tokenizer should use them."""
-    from bpe.gpt2 import ASSETS
     vocab, merges = bpe_files or (ASSETS / "vocab.json", ASSETS / "merges.txt")
     shutil.copyfile(vocab, os.path.join(hf_dir, "vocab.json"))
     shutil.copyfile(merges, os.path.join(hf_dir, "merges.txt"))
@@ -165,12 +131,15 @@ def _write_readme(hf_dir, text):
 
 def export_checkpoint(out_dir, hf_dir):
     """out_dir/ckpt.npz -> a Hugging Face directory hf_dir. Returns the model's config."""
-    from minigrad import Backend
-    model, meta = load_checkpoint_model(out_dir, Backend("cpu", "float32"))
-    options = meta["options"]
+    from .loading import load_model, open_backend     # here: gpt.loading imports this module
+    loaded = load_model(open_backend("cpu", "float32"), out_dir=out_dir)
+    options = loaded.meta["options"]
     bpe_files = (options["bpe_vocab"], options["bpe_merges"]) if options.get("bpe_vocab") else None
-    export_hf(model, hf_dir, checkpoint_tokenizer(meta), bpe_files)
-    return model.config
+    try:
+        export_hf(loaded.model, hf_dir, loaded.tokenizer, bpe_files)
+    except OSError as e:
+        raise UserError(f"cannot write {hf_dir}: {e.strerror or e}") from None
+    return loaded.model.config
 
 
 # ----------------------------------------------------------------------------- import
@@ -258,10 +227,12 @@ def read_hf_weights(hf_dir):
     return state
 
 
-def load_hf_gpt2(hf_dir, backend, dropout=None) -> GPT:
+def load_hf_gpt2(hf_dir, backend, dropout=None, ops=None, make_buffers=None) -> GPT:
     """A Hugging Face GPT-2 directory -> GPT on `backend`, weights converted to backend.dtype.
 
     dropout: overrides config.json's resid_pdrop (which is GPT-2's 0.1 for OpenAI's weights).
+    ops: the model's kernels (minigrad.kernels; default the fast ones). make_buffers: config ->
+    {"params", "grads"} zero buffers to build the model on (gpt.parallel.model_buffers).
     Raises HFFormatError (a ValueError) with a one-line reason when files are missing or do
     not describe exactly the model the config promises."""
     cfg = read_hf_config(hf_dir)
@@ -282,7 +253,7 @@ def load_hf_gpt2(hf_dir, backend, dropout=None) -> GPT:
                                 f"implies {list(shape)}")
         if state[name].dtype.kind != "f":
             raise HFFormatError(f"{hf_dir}: {name} is {state[name].dtype}, expected floating point")
-    model = GPT(cfg, backend)
+    model = GPT(cfg, backend, seed=None, ops=ops, **(make_buffers(cfg) if make_buffers else {}))
     model.load_state_dict(state)
     return model
 
@@ -298,7 +269,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         cfg = export_checkpoint(args.out_dir, args.hf_dir)
-    except (CheckpointError, HFFormatError, OSError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.hf_dir}: GPT-2 with {cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, "

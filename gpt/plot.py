@@ -1,5 +1,5 @@
 """The loss curve as a small standalone SVG image (no plotting library needed)."""
-import os
+from .checkpoint import write_text
 
 W, H, PAD = 640, 360, 48
 
@@ -44,7 +44,4 @@ def write_loss_plot(path, history):
         svg.append(polyline(val, "#d62728"))
         svg += [f'<circle cx="{xy(*p).split(",")[0]}" cy="{xy(*p).split(",")[1]}" r="3" fill="#d62728"/>' for p in val]
     svg.append("</svg>")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(svg))
-    os.replace(tmp, path)
+    write_text(path, "\n".join(svg))

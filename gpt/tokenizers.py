@@ -1,22 +1,23 @@
-"""Which tokenizer a run uses, and the local-vocabulary projection of a BPE corpus.
+"""Which tokenizer a run uses, the local-vocabulary projection of a BPE corpus, and prompts.
 
 A run names its tokenizer with options ('byte' or 'gpt2', optionally other BPE files); a
 checkpoint stores those options, so `tokenizer_from_meta` rebuilds exactly the tokenizer a
 model was trained with (for train.py --resume and sample.py).
 """
 import hashlib
+import sys
 
 import numpy as np
 
+from bpe import ByteTokenizer, GPT2Tokenizer, TokenizerFileError
 
-class TokenizerChoiceError(ValueError):
-    """The tokenizer options or files cannot be used; the message says why."""
+from .errors import TokenizerChoiceError
+
 
 
 def make_tokenizer(name, bpe_vocab=None, bpe_merges=None):
     """'byte' -> ByteTokenizer; 'gpt2' -> GPT-2 BPE from the bundled files, or from
     bpe_vocab + bpe_merges (vocab.json/merges.txt or encoder.json/vocab.bpe)."""
-    from bpe import ByteTokenizer, GPT2Tokenizer, TokenizerFileError
     if name == "byte":
         if bpe_vocab or bpe_merges:
             raise TokenizerChoiceError("--bpe-vocab/--bpe-merges need --tokenizer gpt2")
@@ -73,12 +74,16 @@ class LocalVocab:
         local = np.searchsorted(self.to_base, base_ids)
         return local.astype(self.token_dtype)
 
-    def encode(self, text, **special):
-        base_ids = np.asarray(self.base.encode(text, **special), dtype=np.int64)
+    def project(self, base_ids):
+        """Base ids (array) -> (local ids, how many base ids were left out for having no local id)."""
+        base_ids = np.asarray(base_ids, dtype=np.int64)
         local = np.searchsorted(self.to_base, base_ids).clip(0, len(self.to_base) - 1)
         known = self.to_base[local] == base_ids
-        self.last_skipped = int((~known).sum())
-        return local[known].tolist()
+        return local[known].astype(self.token_dtype), int((~known).sum())
+
+    def encode(self, text, **special):
+        local, self.last_skipped = self.project(self.base.encode(text, **special))
+        return local.tolist()
 
     def decode_bytes(self, ids):
         return self.base.decode_bytes(self.to_base[np.asarray(ids, dtype=np.int64)].tolist())
@@ -94,3 +99,24 @@ def tokenizer_from_meta(meta):
     if meta.get("local_vocab") is not None:
         tokenizer = LocalVocab(tokenizer, meta["local_vocab"])
     return tokenizer
+
+
+def encode_prompt(text, tokenizer, block_size, note=None):
+    """Prompt text -> ids (at least one; at most block_size, the latest).
+
+    `<|endoftext|>` in the text is the end-of-text token. An empty prompt starts a new document:
+    the end-of-text token when the tokenizer has one, else a newline. Tokens a LocalVocab does not
+    have are left out, and a prompt longer than block_size keeps its last block_size tokens;
+    either way note(message) is called (default: print it to stderr)."""
+    note = note or (lambda message: print(message, file=sys.stderr))
+    ids = tokenizer.encode(text, allowed_special="all")
+    if getattr(tokenizer, "last_skipped", 0):               # a LocalVocab drops unseen tokens
+        note(f"note: {tokenizer.last_skipped} prompt token(s) are not in the model's vocabulary "
+             "and were left out")
+    if not ids:
+        ids = [tokenizer.eot_token] if tokenizer.eot_token is not None else tokenizer.encode("\n")
+    if len(ids) > block_size:
+        note(f"note: the prompt is {len(ids)} tokens, longer than the model's context window of "
+             f"{block_size}; only its last {block_size} tokens are used")
+        ids = ids[-block_size:]
+    return ids

@@ -12,12 +12,11 @@ from gpt.checkpoint import save_checkpoint
 from gpt.config import GPTConfig
 from gpt.export import export_hf
 from gpt.model import GPT
-from gpt.tokenizers import LocalVocab
+from gpt.tokenizers import LocalVocab, encode_prompt
 from minigrad import Backend
+from sample import TextStream
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from sample import TextStream, encode_prompt  # noqa: E402
 
 BLOCK = 16
 
@@ -59,9 +58,11 @@ def test_prints_prompt_and_continuation_reproducibly(run_dir):
 def test_greedy_is_the_same_with_and_without_kv_cache_and_from_the_hf_export(run_dir):
     runs = [sample("--out-dir", run_dir, "--prompt", "abc", "--max-new-tokens", 40, "--temperature", 0),
             sample("--out-dir", run_dir, "--prompt", "abc", "--max-new-tokens", 40, "--temperature", 0, "--no-kv-cache"),
-            sample("--init-from", run_dir / "hf", "--prompt", "abc", "--max-new-tokens", 40, "--temperature", 0)]
+            sample("--init-from", run_dir / "hf", "--prompt", "abc", "--max-new-tokens", 40, "--temperature", 0),
+            sample("--out-dir", run_dir, "--prompt", "abc", "--max-new-tokens", 40, "--temperature", 0,
+                   "--kernels", "reference")]
     assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
-    assert runs[0].stdout == runs[1].stdout == runs[2].stdout
+    assert runs[0].stdout == runs[1].stdout == runs[2].stdout == runs[3].stdout
 
 
 def test_num_samples(run_dir):
@@ -86,7 +87,7 @@ def test_interactive_loop_exits_on_empty_line_and_on_eof(run_dir):
 @pytest.mark.parametrize("args, words", [
     (("--top-p", 0), ["--top-p", "(0, 1]"]), (("--top-p", 1.5), ["--top-p"]), (("--top-k", 0), ["--top-k", ">= 1"]),
     (("--temperature", -1), ["--temperature", ">= 0"]), (("--max-new-tokens", "many"), ["--max-new-tokens", "number"]),
-    (("--device", "tpu"), ["--device"]),
+    (("--device", "tpu"), ["--device"]), (("--kernels", "slow"), ["--kernels"]),
 ])
 def test_bad_flags(run_dir, args, words):
     assert_usage_error(sample("--out-dir", run_dir, *args), *words)

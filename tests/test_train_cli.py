@@ -11,8 +11,14 @@ import time
 import numpy as np
 import pytest
 
+import sample
 import train
-from gpt.checkpoint import load_checkpoint
+from gpt.checkpoint import load_checkpoint, save_checkpoint
+from gpt.config import GPTConfig
+from gpt.errors import CheckpointError, HFFormatError
+from gpt.export import export_checkpoint, export_hf
+from gpt.model import GPT
+from minigrad import Backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "data", "tiny_shakespeare.txt")
@@ -251,22 +257,69 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_init_from_a_hugging_face_directory_continues_training(tmp_path, trained):
-    from gpt.export import export_checkpoint
     hf = tmp_path / "hf"
     export_checkpoint(str(trained), str(hf))
     opts, saved = train.resolve_options(["--init-from", str(hf), "--out-dir", str(tmp_path / "ft"),
                                          "--max-steps", "2", "--sample-tokens", "0"])
     trainer = train.Trainer(opts, saved)
-    assert opts["tokenizer"] == "byte"                       # a 256-token model without BPE files
+    assert opts.tokenizer == "byte"                          # a 256-token model without BPE files
     exported, _ = load_checkpoint(str(trained / "ckpt.npz"))
     assert np.array_equal(trainer.backend.to_host(trainer.model.params), exported["params"])
     assert trainer.run() == 0
 
 
 def test_init_from_rejects_model_flags_and_missing_directories(tmp_path, trained, capsys):
-    from gpt.export import export_checkpoint
     hf = tmp_path / "hf"
     export_checkpoint(str(trained), str(hf))
     assert train.main(["--init-from", str(hf), "--n-layer", "3", "--out-dir", str(tmp_path / "o")]) == 2
     assert "drop --n-layer" in capsys.readouterr().err
     assert_clean_error(run_cli("--init-from", tmp_path / "missing", "--out-dir", tmp_path / "o"))
+
+
+def test_init_from_an_exported_local_vocabulary_model(tmp_path):
+    """train.py finds a projected vocabulary's local_vocab.json in a Hugging Face directory, as
+    sample.py does, and the continued run resumes with it."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read()[:20000])
+    bpe = FAST[:-6] + ["--tokenizer", "gpt2", "--data", str(corpus)]
+    assert train.main(bpe + ["--local-vocab", "--max-steps", "2", "--out-dir", str(tmp_path / "a")]) == 0
+    export_checkpoint(str(tmp_path / "a"), str(tmp_path / "hf"))
+    first = load_checkpoint(str(tmp_path / "a" / "ckpt.npz"))[1]
+    out = str(tmp_path / "b")
+    assert train.main(["--data", str(corpus), "--init-from", str(tmp_path / "hf"), "--batch-size", "4",
+                       "--sample-tokens", "5", "--eval-steps", "2", "--max-steps", "2", "--out-dir", out]) == 0
+    meta = load_checkpoint(os.path.join(out, "ckpt.npz"))[1]
+    assert meta["tokenizer"] == first["tokenizer"] and meta["local_vocab"] == first["local_vocab"]
+    assert train.main(["--resume", "--max-steps", "3", "--out-dir", out]) == 0
+    assert load_checkpoint(os.path.join(out, "ckpt.npz"))[1]["step"] == 3
+
+
+def test_tokenizer_mismatches_are_the_same_error_in_train_and_sample(tmp_path, trained):
+    arrays, meta = load_checkpoint(str(trained / "ckpt.npz"))
+    meta["tokenizer"] = "byte-999"                         # not what the tokenizer options give now
+    save_checkpoint(str(trained / "ckpt.npz"), arrays["params"], arrays["adam_m"], arrays["adam_v"], meta)
+    sample_options = {**sample.DEFAULTS, "out_dir": str(trained), "device": "cpu"}
+    with pytest.raises(CheckpointError, match="byte-999") as from_train:
+        train.Trainer(*train.resolve_options(["--resume", "--out-dir", str(trained)]))
+    with pytest.raises(CheckpointError, match="byte-999") as from_sample:
+        sample.run(sample_options)
+    assert str(from_train.value) == str(from_sample.value)
+    hf = tmp_path / "hf"                                   # 300 ids and no tokenizer files
+    export_hf(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=300), Backend("cpu")), hf)
+    with pytest.raises(HFFormatError, match="tokenizer files"):
+        train.resolve_options(["--init-from", str(hf), "--out-dir", str(tmp_path / "o")])
+    with pytest.raises(HFFormatError, match="tokenizer files"):
+        sample.run({**sample_options, "init_from": str(hf)})
+    assert_clean_error(run_cli("--init-from", hf, "--out-dir", tmp_path / "o"), "tokenizer files")
+
+
+def test_reference_kernels_train_to_the_same_losses(tmp_path):
+    args = FAST + ["--max-steps", "6", "--eval-interval", "3", "--dropout", "0.1", "--grad-accum", "2"]
+    curves = {}
+    for kind in ("fast", "reference"):
+        assert train.main(args + ["--kernels", kind, "--out-dir", str(tmp_path / kind)]) == 0
+        curves[kind] = json.loads((tmp_path / kind / "loss_curve.json").read_text())
+    for key in ("train_loss", "grad_norm"):
+        np.testing.assert_allclose([r[key] for r in curves["reference"]], [r[key] for r in curves["fast"]],
+                                   rtol=1e-4, err_msg=key)
+    assert load_checkpoint(str(tmp_path / "reference" / "ckpt.npz"))[1]["options"]["kernels"] == "reference"

@@ -17,7 +17,6 @@ from .errors import CheckpointError
 CHECKPOINT_NAME = "ckpt.npz"
 
 
-
 def save_checkpoint(path, params, adam_m, adam_v, meta):
     """params, adam_m, adam_v: flat host arrays; meta: a JSON-serializable dict."""
     tmp = f"{path}.tmp"

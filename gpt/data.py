@@ -24,7 +24,6 @@ from .errors import DataError
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 
 
-
 def list_documents(path):
     """A text file -> [path]; a directory -> its text files (recursive, sorted)."""
     if not os.path.exists(path):

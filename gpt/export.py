@@ -44,7 +44,6 @@ GELU_TANH = ("gelu_new", "gelu_pytorch_tanh")             # transformers' names 
 LOCAL_VOCAB_NAME = "local_vocab.json"                     # see export_hf
 
 
-
 # ----------------------------------------------------------------------------- export
 
 

@@ -38,10 +38,14 @@ def parameter_shapes(cfg: GPTConfig):
     return shapes
 
 
+def buffer_size(cfg: GPTConfig):
+    """Elements of the flat parameter buffer (the vocabulary padding rows included)."""
+    return sum(math.prod(shape) for _, shape in parameter_shapes(cfg))
+
+
 def count_parameters(cfg: GPTConfig):
     """Parameters of the real model: every tensor, without the vocabulary padding rows."""
-    padding = (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd
-    return sum(math.prod(shape) for _, shape in parameter_shapes(cfg)) - padding
+    return buffer_size(cfg) - (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd
 
 
 def tensor_views(flat, shapes):
@@ -52,11 +56,6 @@ def tensor_views(flat, shapes):
         views[name] = flat[offset:offset + n].reshape(shape)
         offset += n
     return views
-
-
-def buffer_size(cfg: GPTConfig):
-    """Elements of the flat parameter buffer (the vocabulary padding rows included)."""
-    return sum(math.prod(shape) for _, shape in parameter_shapes(cfg))
 
 
 class GPT:

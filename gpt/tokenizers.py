@@ -14,7 +14,6 @@ from bpe import ByteTokenizer, GPT2Tokenizer, TokenizerFileError
 from .errors import TokenizerChoiceError
 
 
-
 def make_tokenizer(name, bpe_vocab=None, bpe_merges=None):
     """'byte' -> ByteTokenizer; 'gpt2' -> GPT-2 BPE from the bundled files, or from
     bpe_vocab + bpe_merges (vocab.json/merges.txt or encoder.json/vocab.bpe)."""

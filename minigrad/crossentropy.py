@@ -26,11 +26,12 @@ def cross_entropy_forward(logits, targets, ignore_index=-1, vocab_size=None):
     n_valid = max(int(valid.sum()), 1)
     t_safe = xp.where(valid, t, 0)                      # (N,) ignored rows point at id 0
     shifted = z - z.max(axis=1, keepdims=True)          # (N, V) max 0 in every row
-    sumexp = xp.exp(shifted).sum(axis=1)                # (N,) in [1, V]
+    exps = xp.exp(shifted)                              # (N, V)
+    sumexp = exps.sum(axis=1)                           # (N,) in [1, V]
     target_z = shifted[xp.arange(t.shape[0]), t_safe]   # (N,)
     nll = xp.log(sumexp) - target_z                     # (N,) -log softmax[target]
     loss = (nll * valid).sum() / n_valid
-    probs = xp.exp(shifted) / sumexp[:, None]           # (N, V) softmax
+    probs = exps / sumexp[:, None]                      # (N, V) softmax
     return loss, (probs, t_safe, valid, n_valid, logits.shape)
 
 

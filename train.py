@@ -348,28 +348,29 @@ class Trainer:
 
     # --- pieces of a step
 
-    def _rng_for(self, step, micro, worker):
-        """Device RNG for dropout masks, a pure function of (seed, step, micro, worker)."""
-        key = np.random.SeedSequence([self.cfg.seed, step, micro, worker]).generate_state(1, np.uint32)[0]
-        return self.backend.rng(int(key))
+    def _dropout_seed(self, step, micro, worker):
+        """The dropout seed of a micro-batch shard, a pure function of (seed, step, micro, worker)."""
+        return int(np.random.SeedSequence([self.cfg.seed, step, micro, worker]).generate_state(1, np.uint32)[0])
 
     def evaluate(self):
         losses = [self.workers.loss(x, y) for x, y in self.val_data.eval_batches(self.cfg.eval_steps)]
-        return float(np.mean(losses))
+        return float(sum(losses)) / len(losses)                  # one read from the device
 
     def train_step(self):
-        """One optimizer step over grad_accum micro-batches; returns (loss, lr, grad norm)."""
+        """One optimizer step over grad_accum micro-batches -> (loss, lr, grad norm). The loss
+        and the norm stay where they were computed (0-d device arrays on a GPU): the step
+        waits for nothing, and the loop reads them back once per --log-interval."""
         cfg, model, accum = self.cfg, self.model, self.cfg.grad_accum
         model.zero_grad()
-        loss = 0.0
+        losses = []
         for micro in range(accum):
             x, y = self.train_data.get(self.step, micro, accum)
-            loss += self.workers.forward_backward(
-                x, y, dloss=1.0 / accum, rng_for=lambda worker: self._rng_for(self.step, micro, worker)) / accum
-        norm = clip_grad_norm(model.grads, cfg.grad_clip)
+            losses.append(self.workers.forward_backward(
+                x, y, dloss=1.0 / accum, seed_for=lambda worker: self._dropout_seed(self.step, micro, worker)))
+        loss = losses[0] if accum == 1 else sum(losses) / accum
+        norm = model.ops.clip_grad_norm(model.grads, cfg.grad_clip)
         lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
-        if math.isfinite(loss) and math.isfinite(norm):
-            self.optimizer.step(lr)
+        self.optimizer.step(lr)
         return loss, lr, norm
 
     def sample(self, label):
@@ -437,39 +438,38 @@ class Trainer:
     def _loop(self, tokens_per_step):
         cfg = self.cfg
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
-        window_start, window_tokens = time.perf_counter(), 0
+        pending = []                  # this window's records, their loss and norm not yet read back
+        window_start = time.perf_counter()
         while self.step < cfg.max_steps:
-            t0 = time.perf_counter()
-            loss, lr, norm = self.train_step()
-            dt = time.perf_counter() - t0
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                bar.close()
-                kept = f"the last good checkpoint is {self.ckpt_path}" if os.path.exists(self.ckpt_path) else "no checkpoint was written"
-                raise UsageError(f"the loss became {loss} at step {self.step + 1}; stopping ({kept}); "
-                                 "try a lower --lr or --grad-clip 1.0")
+            loss, lr, norm = self.train_step()           # on the device: not read back yet
             self.step += 1
-            self.elapsed += dt
-            window_tokens += tokens_per_step
             record = {"step": self.step, "train_loss": loss, "val_loss": None, "lr": lr, "grad_norm": norm,
-                      "tokens": self.step * tokens_per_step, "elapsed": round(self.elapsed, 3)}
+                      "tokens": self.step * tokens_per_step, "elapsed": None}
             self.history.append(record)
+            pending.append(record)
             bar.update(1)
-            if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
-                now = time.perf_counter()
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", norm=f"{norm:.2f}",
-                                tok_s=f"{window_tokens / (now - window_start):,.0f}")
-                window_start, window_tokens = now, 0
             done = self.step == cfg.max_steps
-            if self.val_data is not None and (self.step % cfg.eval_interval == 0 or done):
+            stop = self.stop_requested                  # read once: a signal may arrive any time
+            evaluate = self.val_data is not None and (self.step % cfg.eval_interval == 0 or done)
+            save = done or evaluate or stop or self.step % cfg.eval_interval == 0
+            if save or self.step % cfg.log_interval == 0:
+                window = time.perf_counter() - window_start     # includes waiting for the device
+                self._read_back(pending, window, bar)
+                bar.set_postfix(loss=f"{record['train_loss']:.4f}", lr=f"{lr:.2e}", norm=f"{record['grad_norm']:.2f}",
+                                tok_s=f"{len(pending) * tokens_per_step / window:,.0f}")
+                pending = []
+            if evaluate:
                 record["val_loss"] = self.evaluate()
-                bar.write(f"step {self.step}: train loss {loss:.4f}, val loss {record['val_loss']:.4f}, "
-                          f"{self.elapsed:.0f}s")
+                bar.write(f"step {self.step}: train loss {record['train_loss']:.4f}, "
+                          f"val loss {record['val_loss']:.4f}, {self.elapsed:.0f}s")
                 if cfg.target_loss is not None and record["val_loss"] <= cfg.target_loss:
                     bar.write(f"reached --target-loss {cfg.target_loss} at step {self.step}")
                     done = True
-            if done or self.stop_requested or self.step % cfg.eval_interval == 0:
+            if save:
                 self.save()
-            if self.stop_requested:
+            if not pending:
+                window_start = time.perf_counter()
+            if stop:
                 bar.close()
                 print(f"interrupted: saved step {self.step} to {self.ckpt_path}; continue with --resume")
                 return 130
@@ -478,6 +478,26 @@ class Trainer:
         bar.close()
         print(f"done: {self.step} steps in {self.elapsed:.0f}s; checkpoint {self.ckpt_path}")
         return 0
+
+    def _read_back(self, records, window, bar):
+        """Turn the records' device losses and norms into floats (one device sync), spread the
+        window's training time over them, and stop with one line if the run diverged."""
+        xp = self.backend.xp
+        values = [xp.asarray(v) for r in records for v in (r["train_loss"], r["grad_norm"])]
+        host = self.backend.to_host(xp.stack(values))                     # (2 n,) loss, norm, ...
+        for i, r in enumerate(records):
+            r["train_loss"], r["grad_norm"] = float(host[2 * i]), float(host[2 * i + 1])
+            r["elapsed"] = round(self.elapsed + window * (i + 1) / len(records), 3)
+        self.elapsed += window
+        for r in records:
+            for key, what in (("grad_norm", "gradient norm"), ("train_loss", "loss")):
+                if not math.isfinite(r[key]):
+                    bar.close()
+                    kept = (f"the last good checkpoint is {self.ckpt_path}" if os.path.exists(self.ckpt_path)
+                            else "no checkpoint was written")
+                    advice = "a lower --lr" + (" or --grad-clip 1.0" if self.cfg.grad_clip == 0 else "")
+                    raise UsageError(f"the {what} became {r[key]} at step {r['step']}; stopping ({kept}); "
+                                     f"try {advice}")
 
 
 def main(argv=None):

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from minigrad import kernels
+from minigrad.dropout import site_seed
 
 from .config import GPTConfig
 
@@ -141,18 +142,19 @@ class GPT:
 
     # ----------------------------------------------------------------- forward / backward
 
-    def forward(self, idx, targets=None, train=False, rng=None, ignore_index=-1, keep_cache=True,
+    def forward(self, idx, targets=None, train=False, dropout_seed=0, ignore_index=-1, keep_cache=True,
                 return_logits=True):
         """idx (B, T) int token ids on the model's device; targets (B, T) or None.
 
-        Returns (logits (B, T, padded_vocab_size), loss as a Python float or None). With
-        targets and keep_cache, the activations needed by backward() are kept. train=True
-        enables dropout, drawing masks from `rng` (a Generator of the model's array module).
-        return_logits=False (with targets) returns None for the logits and lets the loss reuse
-        their memory."""
+        Returns (logits (B, T, padded_vocab_size), loss: a 0-d array on the model's device, or
+        None). The loss stays on the device (float(loss) reads it back, a device sync on a
+        GPU). With targets and keep_cache, the activations needed by backward() are kept.
+        train=True enables dropout, with masks derived from the integer `dropout_seed`
+        (minigrad.dropout). return_logits=False (with targets) returns None for the logits
+        and lets the loss reuse their memory."""
         ops, cfg = self.ops, self.config
         need_grad = targets is not None and keep_cache
-        x, c = self.transformer_forward(idx, train, rng, keep_grad=need_grad)      # (B, T, C)
+        x, c = self.transformer_forward(idx, train, dropout_seed, keep_grad=need_grad)   # (B, T, C)
         logits, c["head"] = ops.linear_forward(x, self.p["wte.weight"].T, None)  # (B, T, Vp), tied head
         if targets is None:
             self._cache = None
@@ -160,10 +162,13 @@ class GPT:
         loss, c["loss"] = ops.cross_entropy_forward(logits.copy() if return_logits else logits,
                                                     targets, ignore_index, cfg.vocab_size)
         self._cache = c if keep_cache else None
-        return (logits if return_logits else None), float(loss)
+        return (logits if return_logits else None), loss
 
-    def transformer_forward(self, idx, train=False, rng=None, keep_grad=True, kv_cache=None):
+    def transformer_forward(self, idx, train=False, dropout_seed=0, keep_grad=True, kv_cache=None):
         """Embeddings, the L blocks and ln_f: idx (B, T) -> (x (B, T, C), caches for backward).
+
+        Dropout site n (0: embeddings; 3i + 1, 3i + 2, 3i + 3: block i's attention
+        probabilities, attention output and MLP output) uses site_seed(dropout_seed, n).
 
         kv_cache (a gpt.generate.KVCache, inference only): idx holds the positions
         kv_cache.length .. kv_cache.length + T - 1, and every block's attention reads and
@@ -175,25 +180,26 @@ class GPT:
             what = f"sequence length {T} exceeds" if kv_cache is None else f"{t0} cached + {T} new tokens exceed"
             raise ValueError(f"{what} block_size {cfg.block_size}")
         drop = cfg.dropout if train else 0.0
+        seed = lambda site: site_seed(dropout_seed, site)                  # noqa: E731
         c = {"blocks": []}                                                  # caches for backward
 
         x, c["emb"] = ops.embedding_forward(idx, p["wte.weight"], p["wpe.weight"][t0:])  # (B, T, C)
-        x, c["emb_drop"] = ops.dropout_forward(x, drop, rng)
+        x, c["emb_drop"] = ops.dropout_forward(x, drop, seed(0))
         for i in range(cfg.n_layer):
             h, bc = f"h.{i}.", {}
             kv = None if kv_cache is None else (kv_cache.k[i], kv_cache.v[i])
             a, bc["ln_1"] = ops.layernorm_forward(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"])
             a, bc["attn"] = ops.attention_forward(
                 a, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"],
-                p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"], cfg.n_head, drop, rng,
-                kv_cache=kv, t0=t0)
-            a, bc["attn_drop"] = ops.dropout_forward(a, drop, rng)
-            x = x + a                                                       # residual
-            m, bc["ln_2"] = ops.layernorm_forward(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"])
+                p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"], cfg.n_head, drop,
+                seed(3 * i + 1), kv_cache=kv, t0=t0)
+            a, bc["attn_drop"] = ops.dropout_forward(a, drop, seed(3 * i + 2))
+            x, m, bc["ln_2"] = ops.residual_layernorm_forward(              # x = x + a (residual),
+                x, a, p[h + "ln_2.weight"], p[h + "ln_2.bias"])             # m = ln_2(x)
             m, bc["fc"] = ops.linear_forward(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])  # (B, T, 4C)
             m, bc["gelu"] = ops.gelu_forward(m, keep_grad=keep_grad)
             m, bc["proj"] = ops.linear_forward(m, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
-            m, bc["mlp_drop"] = ops.dropout_forward(m, drop, rng)
+            m, bc["mlp_drop"] = ops.dropout_forward(m, drop, seed(3 * i + 3))
             x = x + m                                                       # residual
             c["blocks"].append(bc)
         x, c["ln_f"] = ops.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"])

@@ -98,12 +98,12 @@ def _serve(conn, twin, all_grads, other_ends):
             conn.send((None, e))
 
 
-def _forward_backward(model, all_grads, x, y, dloss, fraction, train, rng, zero_grads):
+def _forward_backward(model, all_grads, x, y, dloss, fraction, train, seed, zero_grads):
     """Add d(dloss * fraction * loss(x, y))/d params into model.grads (zeroed first if asked:
     a worker's own buffer holds only this batch; the model's accumulates micro-batches)."""
     if zero_grads:
         model.zero_grad()
-    _, loss = model.forward(x, y, train=train, rng=rng, return_logits=False)
+    _, loss = model.forward(x, y, train=train, dropout_seed=seed, return_logits=False)
     model.backward(dloss * fraction)
     return loss * fraction
 
@@ -223,16 +223,22 @@ class CPUWorkers:
                            "a negative status is the signal that killed it, -9 often the "
                            "out-of-memory killer); try a smaller --batch-size or --workers 1")
 
-    def forward_backward(self, x, y, dloss=1.0, train=True, rng_for=None):
+    def _to_device(self, x, y):
+        """Host batches x, y (B, T) -> device arrays, in one host-to-device copy."""
+        xy = self.model.backend.asarray(np.stack([x, y]))               # (2, B, T)
+        return xy[0], xy[1]
+
+    def forward_backward(self, x, y, dloss=1.0, train=True, seed_for=None):
         """x, y (B, T) host int arrays. Adds d(dloss * loss)/d params into model.grads and
-        returns the loss (a float). rng_for(worker) gives each worker's dropout Generator."""
+        returns the loss (a 0-d array on the model's device, or a float). seed_for(worker)
+        gives each worker's dropout seed (default 0)."""
         shards = self._shards(*x.shape)
         if len(shards) == 1:
-            asarray = self.model.backend.asarray
-            return _forward_backward(self.model, self.all_grads, asarray(x), asarray(y), dloss, 1.0, train,
-                                     rng_for(0) if rng_for else None, zero_grads=False)
+            x, y = self._to_device(x, y)
+            return _forward_backward(self.model, self.all_grads, x, y, dloss, 1.0, train,
+                                     seed_for(0) if seed_for else 0, zero_grads=False)
         jobs = [(x[rows], y[rows], dloss, (rows.stop - rows.start) / len(x), train,
-                 rng_for(i) if rng_for else None, i > 0) for i, rows in enumerate(shards)]
+                 seed_for(i) if seed_for else 0, i > 0) for i, rows in enumerate(shards)]
         loss = sum(self._run("forward_backward", jobs))
         n = self.model.grads.size                        # sum the workers' gradients, a slice each
         bounds = [n * i // len(shards) for i in range(len(shards) + 1)]
@@ -243,6 +249,5 @@ class CPUWorkers:
         """The loss of a batch, no gradients (for evaluation)."""
         shards = self._shards(*x.shape)
         if len(shards) == 1:
-            asarray = self.model.backend.asarray
-            return _loss(self.model, self.all_grads, asarray(x), asarray(y), 1.0)
+            return _loss(self.model, self.all_grads, *self._to_device(x, y), 1.0)
         return sum(self._run("loss", [(x[rows], y[rows], (rows.stop - rows.start) / len(x)) for rows in shards]))

@@ -1,23 +1,73 @@
 """Inverted dropout: zero each element with probability p and scale survivors by 1/(1-p),
 so the expected activation is unchanged and evaluation needs no rescaling.
 
-forward:  mask = (uniform >= p) / (1 - p),  out = x * mask      (identity at eval or p == 0)
+forward:  mask = keep / (1 - p),  out = x * mask      (identity at eval or p == 0)
 backward: dx = dout * mask
+
+The keep decisions are a counter-based hash, not draws from a random generator: element i
+of a dropout site with seed s is kept when hash(s, i) >> 8 >= round(p * 2^24). Any device
+can compute any element's decision on its own (a CUDA kernel recomputes the mask inside the
+kernel that applies it, with no generator state), and every device draws the same masks.
+hash is two rounds of Chris Wellons' `lowbias32` integer mixer, over the element's flat
+index (its high 32 bits folded into the second round).
 """
+import math
+
+from .backend import get_array_module
+
+M32 = 0xFFFFFFFF
+GOLDEN = 0x9E3779B9       # 2^32 / golden ratio, spreads consecutive sites apart
+KEEP_BITS = 24            # hash >> 8: 24 random bits per element, exact in float32
 
 
-def dropout_mask(shape, p, rng, dtype):
-    """(shape) array of 0 (probability p) and 1 / (1 - p), drawn from the Generator `rng`."""
-    mask = (rng.random(shape, dtype=dtype) >= p).astype(dtype)           # (...) 0/1
-    mask *= 1.0 / (1.0 - p)
+def mix32(x):
+    """lowbias32 on a Python int or a uint32 array: a bijection of 32-bit words with low bias."""
+    if isinstance(x, int):
+        for shift, mult in ((16, 0x7FEB352D), (15, 0x846CA68B)):
+            x = ((x ^ (x >> shift)) * mult) & M32
+        return x ^ (x >> 16)
+    u32 = x.dtype.type                                              # numpy.uint32
+    x = x ^ (x >> u32(16))
+    x *= u32(0x7FEB352D)
+    x ^= x >> u32(15)
+    x *= u32(0x846CA68B)
+    x ^= x >> u32(16)
+    return x
+
+
+def site_seed(seed, site):
+    """The seed of dropout site `site` (0, 1, ...) of a forward pass seeded with `seed`."""
+    return mix32((seed ^ mix32((site * GOLDEN + 1) & M32)) & M32)
+
+
+def keep_threshold(p):
+    """Elements whose 24-bit hash is below this are dropped: round(p * 2^24)."""
+    return int(round(p * (1 << KEEP_BITS)))
+
+
+def element_hash(xp, seed, n):
+    """(n,) uint32: hash(seed, i) for the flat indices i = 0 .. n-1."""
+    index = xp.arange(n, dtype=xp.uint64)
+    low = index.astype(xp.uint32)                                   # (n,) i mod 2^32
+    high = (index >> xp.uint64(32)).astype(xp.uint32)                # (n,) i div 2^32
+    second = xp.uint32(mix32((seed + GOLDEN) & M32))
+    return mix32(mix32(low ^ xp.uint32(seed)) ^ (high + second))
+
+
+def dropout_mask(shape, p, seed, dtype, xp):
+    """(shape) array of xp: 0 (probability p) and 1 / (1 - p), for dropout site `seed`."""
+    hashed = element_hash(xp, seed, math.prod(shape))                 # (n,)
+    kept = (hashed >> xp.uint32(32 - KEEP_BITS)) >= xp.uint32(keep_threshold(p))
+    mask = kept.astype(dtype).reshape(shape)                            # (...) 0/1
+    mask *= xp.dtype(dtype).type(1.0 / (1.0 - p))
     return mask
 
 
-def dropout_forward(x, p, rng, train=True):
-    """x (...), p in [0, 1), rng a Generator of x's array module -> out (...)."""
+def dropout_forward(x, p, seed, train=True):
+    """x (...), p in [0, 1), seed this site's uint32 seed (site_seed) -> out (...)."""
     if not train or p == 0.0:
         return x, None
-    mask = dropout_mask(x.shape, p, rng, x.dtype)                       # (...)
+    mask = dropout_mask(x.shape, p, seed, x.dtype, get_array_module(x))  # (...)
     return x * mask, mask
 
 

@@ -15,15 +15,15 @@ from . import attention, crossentropy, dropout, embedding, gelu, layernorm, line
 from . import cuda
 from .cpu import attention as cpu_attention, crossentropy as cpu_crossentropy, gelu as cpu_gelu
 from .cpu import layernorm as cpu_layernorm, linear as cpu_linear
-from .cpu.optim import ChunkedAdamW
+from .cpu import optim as cpu_optim
 
 KERNELS = ("fast", "reference")
 
 OP_NAMES = (
     "embedding_forward", "embedding_backward", "linear_forward", "linear_backward",
-    "layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward",
+    "layernorm_forward", "layernorm_backward", "residual_layernorm_forward", "gelu_forward", "gelu_backward",
     "dropout_forward", "dropout_backward", "attention_forward", "attention_backward",
-    "cross_entropy_forward", "cross_entropy_backward", "adamw_update",
+    "cross_entropy_forward", "cross_entropy_backward", "clip_grad_norm", "adamw_update",
 )
 
 
@@ -35,9 +35,9 @@ def reference_ops():
 
 def cpu_ops(threads):
     """{op name: fast NumPy function} for the ops minigrad/cpu/ implements."""
-    modules = (cpu_linear, cpu_layernorm, cpu_gelu, cpu_attention, cpu_crossentropy)
+    modules = (cpu_linear, cpu_layernorm, cpu_gelu, cpu_attention, cpu_crossentropy, cpu_optim)
     ops = {name: getattr(m, name) for m in modules for name in OP_NAMES if hasattr(m, name)}
-    ops["adamw_update"] = ChunkedAdamW(threads)
+    ops["adamw_update"] = cpu_optim.ChunkedAdamW(threads)
     return ops
 
 

@@ -34,3 +34,12 @@ def layernorm_backward(dout, cache, dweight, dbias):
     avg_g = g.mean(axis=-1, keepdims=True)                           # (..., 1)
     avg_gx = (g * xhat).mean(axis=-1, keepdims=True)                 # (..., 1)
     return rstd * (g - avg_g - xhat * avg_gx)                        # (..., C)
+
+
+def residual_layernorm_forward(x, a, weight, bias, eps=EPS):
+    """The residual add and the LayerNorm after it, in one op (one kernel on a GPU):
+    x, a (..., C) -> (s = x + a, layernorm(s), cache). Its backward is layernorm_backward:
+    the add passes the gradient of s unchanged to both x and a."""
+    s = x + a                                                        # (..., C)
+    out, cache = layernorm_forward(s, weight, bias, eps)
+    return s, out, cache

@@ -88,10 +88,11 @@ def lr_at(step, max_lr, min_lr, warmup_steps, max_steps):
 def clip_grad_norm(grads, max_norm):
     """Scale flat `grads` in place so that ||grads||_2 <= max_norm (max_norm <= 0: no clipping).
 
-    Returns the norm before clipping, as a Python float.
+    Returns the norm before clipping as a 0-d array of grads' module: on a GPU it stays on
+    the device (no sync), and so does the decision to scale. A non-finite norm scales nothing.
     """
     xp = get_array_module(grads)
-    norm = math.sqrt(float(xp.dot(grads, grads)))
-    if max_norm > 0 and norm > max_norm:
-        grads *= max_norm / (norm + 1e-6)
+    norm = xp.sqrt(xp.dot(grads, grads))                            # 0-d
+    if max_norm > 0:
+        grads *= xp.where(norm > max_norm, max_norm / (norm + 1e-6), 1.0).astype(grads.dtype)
     return norm

@@ -33,7 +33,7 @@ def attention_case(B, T, n_head, dropout_p=0.0, seed=0, impl="reference"):
     attention_forward, attention_backward = IMPLS[impl]
 
     def forward(**t):
-        return attention_forward(**t, n_head=n_head, dropout_p=dropout_p, rng=np.random.default_rng(7))
+        return attention_forward(**t, n_head=n_head, dropout_p=dropout_p, seed=7)
     return forward, attention_backward, tensors, "x"
 
 
@@ -76,7 +76,7 @@ def test_forward_matches_per_head_loop(n_head, impl):
     expected = attention_reference(**t, n_head=n_head)
     out, _ = FORWARDS[impl](**t, n_head=n_head)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
-    out_eval, _ = FORWARDS[impl](**t, n_head=n_head, dropout_p=0.5, rng=np.random.default_rng(0), train=False)
+    out_eval, _ = FORWARDS[impl](**t, n_head=n_head, dropout_p=0.5, seed=0, train=False)
     np.testing.assert_allclose(out_eval, expected, rtol=1e-12, atol=1e-12)
 
 

@@ -148,7 +148,7 @@ def test_attention_with_dropout(dtype, B, T):
     dout = rng.standard_normal((B, T, C)).astype(dtype)
     results = []
     for ops in (FAST, REF):
-        kw = dict(n_head=n_head, dropout_p=0.3, rng=np.random.default_rng(6))
+        kw = dict(n_head=n_head, dropout_p=0.3, seed=6)
         results.append(run_pair(ops, "attention", [inputs[0].astype(dtype)], [w.astype(dtype) for w in weights],
                                 dout, **kw))
     (f_out, f_dx, f_grads), (r_out, r_dx, r_grads) = results
@@ -233,7 +233,7 @@ def test_whole_model(dtype, dropout, B, T):
     results = []
     for ops in (FAST, REF):
         model = GPT(cfg, backend, seed=3, ops=ops)
-        logits, loss = model.forward(x, y, train=True, rng=np.random.default_rng(11))
+        logits, loss = model.forward(x, y, train=True, dropout_seed=11)
         model.backward()
         results.append((logits, np.asarray(loss, dtype), tensor_views(model.grads.copy(), model.shapes)))
     (f_logits, f_loss, f_grads), (r_logits, r_loss, r_grads) = results

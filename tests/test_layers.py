@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import minigrad.cpu.gelu
+from minigrad.dropout import GOLDEN, dropout_mask, element_hash, keep_threshold, mix32, site_seed
 from minigrad import dropout_backward, dropout_forward, embedding_backward, embedding_forward, kernels
 
 SHAPES = [(1, 1), (1, 4), (3, 1), (2, 5)]   # (B, T)
@@ -46,7 +47,7 @@ def gelu_case(ops, rng, B, T):
 
 def dropout_case(ops, rng, B, T):
     """A fresh Generator with the same seed on every forward call: every call draws the same mask."""
-    forward = lambda x: ops.dropout_forward(x, DROP_P, np.random.default_rng(DROP_SEED))
+    forward = lambda x: ops.dropout_forward(x, DROP_P, DROP_SEED)
     return forward, ops.dropout_backward, {"x": rng.standard_normal((B, T, C))}, "x"
 
 
@@ -127,7 +128,7 @@ def test_embedding_scatter_add_with_repeated_ids():
 def test_dropout_off_is_identity(p, train):
     """p == 0 or evaluation returns the input itself, and backward passes dout through."""
     x, dout = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
-    out, cache = dropout_forward(x, p, np.random.default_rng(0), train)
+    out, cache = dropout_forward(x, p, 0, train)
     assert out is x
     assert dropout_backward(dout, cache) is dout
 
@@ -138,7 +139,7 @@ def test_dropout_zeroes_fraction_p_and_rescales_survivors():
     p, n = 0.25, 1000
     rng = np.random.default_rng(4)
     x = rng.uniform(1, 2, (n, n)).astype(np.float32)        # no zeros of its own
-    out, cache = dropout_forward(x, p, rng)
+    out, cache = dropout_forward(x, p, 12345)
     dropped = out == 0
     assert abs(dropped.mean() - p) < 5 * math.sqrt(p * (1 - p) / x.size)
     np.testing.assert_allclose(out[~dropped], x[~dropped] / (1 - p), rtol=1e-6)
@@ -146,6 +147,30 @@ def test_dropout_zeroes_fraction_p_and_rescales_survivors():
     dx = dropout_backward(dout, cache)
     np.testing.assert_array_equal(dx == 0, dropped)
     np.testing.assert_allclose(dx[~dropped], dout[~dropped] / (1 - p), rtol=1e-6)
+
+
+def test_dropout_hash_is_the_documented_integer_function():
+    """The array hash equals lowbias32 applied twice to Python ints (the formula a CUDA kernel
+    computes per element), and masks depend on the seed and on nothing else."""
+    seed, n = 0xDEADBEEF, 1000
+    hashed = element_hash(np, seed, n)
+    second = mix32((seed + GOLDEN) & 0xFFFFFFFF)
+    for i in (0, 1, 2, 500, 999):
+        assert int(hashed[i]) == mix32(mix32(i ^ seed) ^ second)
+    a, b = dropout_mask((n,), 0.5, seed, np.float32, np), dropout_mask((n,), 0.5, seed + 1, np.float32, np)
+    np.testing.assert_array_equal(a, dropout_mask((n,), 0.5, seed, np.float32, np))
+    assert 0.4 < np.mean((a > 0) == (b > 0)) < 0.6                 # another seed: independent
+    sites = {site_seed(7, site) for site in range(1000)}
+    assert len(sites) == 1000                                      # every site its own seed
+
+
+def test_dropout_keeps_a_fraction_of_exactly_the_threshold():
+    """An element is kept when its top 24 hash bits reach round(p * 2^24); the mask is 0 or
+    exactly 1 / (1 - p) in the array's dtype."""
+    p, n, seed = 0.1, 4096, 3
+    mask = dropout_mask((n,), p, seed, np.float64, np)
+    kept = (element_hash(np, seed, n) >> np.uint32(8)) >= keep_threshold(p)
+    np.testing.assert_array_equal(mask, np.where(kept, 1.0 / (1.0 - p), 0.0))
 
 
 FAST = kernels("cpu", "fast")

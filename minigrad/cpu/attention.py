@@ -10,8 +10,8 @@ Two exact rewrites make it cheaper without changing the math:
   of 64), and the softmax passes shrink by as much. Only the block's diagonal (bq, bq) corner
   needs the mask.
 q, k and v are copied once into head-major layout, so each (T, hs) head is a compact matrix
-for BLAS, and y, dq, dk, dv are written in place through head views. Dropout masks are drawn
-for the whole square, as the reference draws them, and sliced per block: the same masks.
+for BLAS, and y, dq, dk, dv are written in place through head views. The dropout mask is made
+for the whole square, as the reference makes it, and sliced per block: the same mask.
 """
 import math
 
@@ -28,7 +28,7 @@ def query_blocks(T, query_block):
     return [(s, min(s + query_block, T)) for s in range(0, T, query_block)]
 
 
-def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, rng=None, train=True,
+def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, seed=0, train=True,
                       kv_cache=None, t0=0, query_block=QUERY_BLOCK):
     """The reference's signature (see minigrad/attention.py), plus the block size."""
     xp = get_array_module(x)
@@ -46,7 +46,7 @@ def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, rn
     bq = min(query_block, T)
     corner = causal_mask(xp, bq, bq, x.dtype)                          # (bq, bq) diagonal corner
     drop = train and dropout_p > 0.0
-    mask = dropout_mask((B, n_head, T, t0 + T), dropout_p, rng, x.dtype) if drop else None
+    mask = dropout_mask((B, n_head, T, t0 + T), dropout_p, seed, x.dtype, xp) if drop else None
     y = xp.empty((B, T, C), dtype=x.dtype)                            # heads side by side
     probs, probs_dropped, drop_masks = [], [], []
     for s, e in query_blocks(T, query_block):

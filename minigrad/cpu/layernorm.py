@@ -37,3 +37,10 @@ def layernorm_backward(dout, cache, dweight, dbias):
     dx -= xhat * avg_gx
     dx *= rstd
     return dx.reshape(dout.shape)
+
+
+def residual_layernorm_forward(x, a, weight, bias, eps=EPS):
+    """The reference's residual add (minigrad/layernorm.py), then this LayerNorm."""
+    s = x + a                                                        # (..., C)
+    out, cache = layernorm_forward(s, weight, bias, eps)
+    return s, out, cache

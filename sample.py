@@ -128,7 +128,8 @@ def run(o):
 
 
 def main(argv=None):
-    return run_main(lambda: run(vars(build_parser().parse_args(argv))), interrupted="\ninterrupted")
+    return run_main(lambda: run(vars(build_parser().parse_args(argv))), interrupted="\ninterrupted",
+                    out_of_memory="try --device cpu or a smaller model")
 
 
 if __name__ == "__main__":

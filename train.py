@@ -507,7 +507,9 @@ def main(argv=None):
             return trainer.run()
         finally:
             trainer.workers.close()
-    return run_main(train, interrupted="interrupted before training started; nothing was saved")
+    return run_main(train, interrupted="interrupted before training started; nothing was saved",
+                    out_of_memory="lower --batch-size (--grad-accum keeps the tokens per step) or --block-size; "
+                                  "the last checkpoint is unchanged")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ import argparse
 import math
 import sys
 
+from minigrad.backend import out_of_memory_message
+
 from .errors import UsageError, UserError
 
 __all__ = ["LineParser", "UsageError", "UserError", "number", "run_main"]
@@ -28,13 +30,17 @@ def number(kind, check, bound):
     return parse
 
 
-def run_main(body, interrupted="interrupted"):
+def run_main(body, interrupted="interrupted", out_of_memory="use a smaller model"):
     """body() -> exit status. A UserError (gpt/errors.py) prints one `error: ...` line and
-    gives status 2; Ctrl-C prints `interrupted` and gives 130."""
+    gives status 2, and so does running out of host or GPU memory (with the advice
+    `out_of_memory`); Ctrl-C prints `interrupted` and gives 130."""
     try:
         return body()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(f"error: {out_of_memory_message(e)}; {out_of_memory}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)

@@ -5,6 +5,7 @@ inputs live in and calls `xp.<function>` on it, so the same code runs on both de
 CuPy stays optional: nothing here imports it unless CUDA is asked for or probed.
 """
 import ctypes
+import os
 import sys
 
 import numpy as np
@@ -68,6 +69,27 @@ def keep_freed_memory():
         libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
     except (OSError, AttributeError):
         pass
+
+
+def _gib(n):
+    return f"{n / 2**30:.1f} GiB"
+
+
+def out_of_memory_message(error):
+    """One line for a MemoryError of NumPy or CuPy: what the failed allocation asked for
+    and how much memory the device has."""
+    asked = getattr(error, "_size", None) or getattr(error, "_total_size", None)   # CuPy's, NumPy's
+    what = f"an allocation of {_gib(asked)} failed" if asked else "an allocation failed"
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(error, cupy.cuda.memory.OutOfMemoryError):
+        _, total = cupy.cuda.runtime.memGetInfo()
+        held = cupy.get_default_memory_pool().total_bytes()
+        return f"the GPU ran out of memory: {what}, with {_gib(held)} of its {_gib(total)} held by this run"
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return f"out of memory: {what}; this machine has {_gib(total)}"
+    except (ValueError, OSError, AttributeError):
+        return f"out of memory: {what}"
 
 
 class Backend:

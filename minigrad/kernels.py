@@ -41,10 +41,11 @@ def cpu_ops(threads):
     return ops
 
 
-def kernels(device, kind="fast", threads=1):
+def kernels(device, kind="fast", threads=1, tf32=True):
     """A namespace holding every op in OP_NAMES for `device` ('cpu' or 'cuda').
 
-    threads: CPU threads for the fast AdamW update (the CPU data-parallel worker count)."""
+    threads: CPU threads for the fast AdamW update (the CPU data-parallel worker count).
+    tf32: CUDA float32 matrix products on TF32 tensor cores (as PyTorch's allow_tf32)."""
     if kind not in KERNELS:
         raise ValueError(f"unknown kernels {kind!r}; choose one of {', '.join(KERNELS)}")
     if device not in ("cpu", "cuda"):
@@ -54,5 +55,5 @@ def kernels(device, kind="fast", threads=1):
         if device == "cpu":
             ops.update(cpu_ops(threads))
         else:
-            ops.update(cuda.OPS)
+            ops.update(cuda.fast_ops(tf32=tf32))
     return SimpleNamespace(kind=kind, device=device, **ops)

@@ -1,0 +1,47 @@
+"""GELU and dropout kernels: the reference's signatures (minigrad/gelu.py, minigrad/dropout.py).
+
+GELU's backward recomputes tanh from x, as the reference does. Dropout never stores a
+mask: its cache is the site's (p, seed), and backward recomputes the same hash.
+"""
+import cupy
+
+from ..dropout import GOLDEN, M32, keep_threshold, mix32
+from .module import i64, launch_elementwise, real, u32
+
+
+def gelu_forward(x, keep_grad=True):
+    """x (...) -> out (...)."""
+    out = cupy.empty(x.shape, dtype=x.dtype)
+    launch_elementwise("gelu_forward", x.dtype, x.size, x, out, i64(x.size))
+    return out, (x if keep_grad else None)
+
+
+def gelu_backward(dout, cache):
+    """dout (...) -> dx (...) = dout * gelu'(x)."""
+    x = cache
+    dx = cupy.empty(dout.shape, dtype=dout.dtype)
+    launch_elementwise("gelu_backward", dout.dtype, dout.size, dout, x, dx, i64(dout.size))
+    return dx
+
+
+def dropout_args(p, seed, dtype):
+    """The kernels' dropout parameters: (seed, second, threshold, scale), minigrad/dropout.py."""
+    return u32(seed), u32(mix32((seed + GOLDEN) & M32)), u32(keep_threshold(p)), real(dtype, 1.0 / (1.0 - p))
+
+
+def _apply(x, p, seed):
+    out = cupy.empty(x.shape, dtype=x.dtype)
+    launch_elementwise("dropout_apply", x.dtype, x.size, x, out, i64(x.size), *dropout_args(p, seed, x.dtype))
+    return out
+
+
+def dropout_forward(x, p, seed, train=True):
+    """x (...), p in [0, 1), seed the site's seed -> out (...)."""
+    if not train or p == 0.0:
+        return x, None
+    return _apply(x, p, seed), (p, seed)
+
+
+def dropout_backward(dout, cache):
+    """dout (...) -> dx (...): the forward's mask, recomputed."""
+    return dout if cache is None else _apply(dout, *cache)

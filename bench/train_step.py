@@ -3,6 +3,13 @@ optionally raced against the same model in PyTorch eager, run for run.
 
     python bench/train_step.py --preset medium --vocab-size 65 --block-size 256 --batch-size 16 --vs-torch
     python bench/train_step.py --preset gpt2 --block-size 64 --batch-size 4 --vs-torch
+    python bench/train_step.py --device cuda --preset gpt2 --block-size 1024 --batch-size 16 --vs-torch
+
+On CUDA, --vs-torch races two PyTorch configurations: float32 with TF32 matmuls (the precision
+ours runs in) and bf16 autocast (what a nanoGPT user runs, for comparison); both use
+scaled_dot_product_attention. Steps are timed to a device synchronize; MFU is against the
+GPU's dense TF32 peak (its datasheet figure when the GPU is known, else the TF32 GEMM peak
+measured in the run), peak memory is the device memory each framework's allocator held.
 
 A step is what train.py does per optimizer step: zero grads, forward, backward, clip the
 global norm, AdamW. Each framework uses all cores. MFU = model FLOPs per second / the float32
@@ -28,7 +35,7 @@ import numpy as np
 from gpt.config import PRESETS, GPTConfig
 from gpt.model import GPT
 from gpt.parallel import CPUWorkers, model_buffers, usable_workers
-from minigrad import KERNELS, AdamW, Backend, clip_grad_norm, kernels
+from minigrad import KERNELS, AdamW, Backend, kernels
 
 
 def matmul_peak_gflops(n=2048, reps=7):
@@ -52,11 +59,36 @@ def flops_per_token(cfg):
     return model, model + 6 * cfg.vocab_size * C
 
 
+# Dense (non-sparse) TF32 tensor-core peaks from NVIDIA's datasheets, TFLOP/s (SXM parts).
+TF32_PEAK_TFLOPS = {"H200": 494.7, "H100": 494.7, "A100": 156.0, "L40S": 183.0, "A10": 62.5, "L4": 60.0}
+
+
+def gpu_tf32_peak_gflops():
+    """(datasheet dense TF32 peak or None, measured TF32 GEMM GFLOP/s) of this GPU."""
+    import cupy
+    from minigrad.cuda.gemm import gemm
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+    sheet = next((v * 1e3 for k, v in TF32_PEAK_TFLOPS.items() if k in name), None)
+    n = 8192
+    a, b = cupy.ones((n, n), cupy.float32), cupy.ones((n, n), cupy.float32)
+    out = cupy.empty((n, n), cupy.float32)
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    times = []
+    for _ in range(6):
+        start.record()
+        gemm(a, b, out, tf32=True)
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return sheet, 2 * n ** 3 / statistics.median(times[1:]) / 1e9
+
+
 class OursStep:
     name = "minigrad"
 
-    def __init__(self, cfg, batch_size, kind, seed=0):
-        backend = Backend("cpu", "float32")
+    def __init__(self, cfg, batch_size, kind, device="cpu", seed=0):
+        backend = Backend(device, "float32")
+        self.backend = backend
         n_workers = usable_workers(backend)
         ops = kernels(backend.name, kind, threads=n_workers)
         self.model = GPT(cfg, backend, seed=seed, ops=ops, **model_buffers(cfg, backend, n_workers))
@@ -69,40 +101,62 @@ class OursStep:
     def step(self):
         """-> (forward + backward s, None, optimizer s): the data-parallel workers overlap
         forward and backward, so they are timed together."""
+        sync = self.backend.synchronize
         t0 = time.perf_counter()
         self.model.zero_grad()
         self.workers.forward_backward(self.x, self.y)
+        sync()
         t1 = time.perf_counter()
-        clip_grad_norm(self.model.grads, 1.0)
+        self.model.ops.clip_grad_norm(self.model.grads, 1.0)
         self.opt.step(1e-4)
+        sync()
         return t1 - t0, None, time.perf_counter() - t1
+
+    def device_peak_mib(self):
+        import cupy
+        return cupy.get_default_memory_pool().total_bytes() / 2**20
 
 
 class TorchStep:
-    name = "pytorch"
+    """PyTorch eager; `precision` 'fp32' (TF32 matmuls on CUDA) or 'bf16' (CUDA autocast)."""
 
-    def __init__(self, cfg, batch_size, kind, seed=0):
+    def __init__(self, cfg, batch_size, kind, device="cpu", seed=0, precision="fp32"):
+        import contextlib
         import torch
         from torch_gpt import TorchGPT
         torch.set_num_threads(os.cpu_count())
         torch.manual_seed(seed)
-        self.torch = torch
-        self.model = TorchGPT(cfg)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        self.torch, self.device = torch, device
+        self.model = TorchGPT(cfg).to(device)
         self.opt = self.model.optimizer()
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16"
+                         else contextlib.nullcontext())
         rng = np.random.default_rng(seed)
-        self.x = torch.from_numpy(rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size)))
-        self.y = torch.from_numpy(rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size)))
+        self.x = torch.from_numpy(rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))).to(device)
+        self.y = torch.from_numpy(rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))).to(device)
+
+    def _sync(self):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
 
     def step(self):
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
-        loss = self.model(self.x, self.y)
+        with self.autocast:
+            loss = self.model(self.x, self.y)
+        self._sync()
         t1 = time.perf_counter()
         loss.backward()
+        self._sync()
         t2 = time.perf_counter()
         self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
+        self._sync()
         return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+    def device_peak_mib(self):
+        return self.torch.cuda.max_memory_reserved() / 2**20
 
 
 def config_from(args):
@@ -126,20 +180,29 @@ def peak_mib(runner):
     return status_mib("VmHWM") + sum(status_mib("VmHWM", w.pid) - status_mib("RssShmem", w.pid) for w in workers)
 
 
-def worker(framework, cfg, batch_size, kind):
+def worker(framework, cfg, batch_size, kind, device):
     """One framework in its own process: a step per 'step' line on stdin, a JSON line back.
 
     Separate processes keep each framework's thread pools and heap from disturbing the other."""
-    if framework == "pytorch":
+    if framework.startswith("pytorch"):
         import torch  # noqa: F401  (the import's memory belongs to the baseline)
     base = status_mib("VmRSS")
-    runner = (TorchStep if framework == "pytorch" else OursStep)(cfg, batch_size, kind)
+    if framework.startswith("pytorch"):
+        runner = TorchStep(cfg, batch_size, kind, device, precision="bf16" if framework.endswith("bf16") else "fp32")
+    else:
+        runner = OursStep(cfg, batch_size, kind, device)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         if line.strip() == "step":
             reply = {"times": runner.step()}
         elif line.strip() == "peak":
-            reply = {"matmul_gflops": matmul_peak_gflops(reps=4)}
+            if device == "cuda":
+                sheet, measured = gpu_tf32_peak_gflops()
+                reply = {"matmul_gflops": sheet or measured, "measured_gflops": measured}
+            else:
+                reply = {"matmul_gflops": matmul_peak_gflops(reps=4)}
+        elif device == "cuda":
+            reply = {"peak_mib": runner.device_peak_mib(), "step_mib": runner.device_peak_mib()}
         else:
             peak = peak_mib(runner)
             reply = {"peak_mib": peak, "step_mib": peak - base}
@@ -174,15 +237,20 @@ def main():
     p.add_argument("--vs-torch", action="store_true", help="race PyTorch eager, interleaved step for step")
     p.add_argument("--pause", type=float, default=0.0, help="seconds of idle before each step")
     p.add_argument("--kernels", default="fast", choices=KERNELS, help="our layer implementations (default: fast)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     cfg = config_from(args)
     if args.worker:
-        return worker(args.worker, cfg, args.batch_size, args.kernels)
+        return worker(args.worker, cfg, args.batch_size, args.kernels, args.device)
     argv = [a for a in sys.argv[1:] if a != "--vs-torch"]
 
-    workers = [Worker("minigrad", argv)] + ([Worker("pytorch", argv)] if args.vs_torch else [])
-    peak = workers[0].ask("peak")["matmul_gflops"]
+    rivals = ["pytorch"] if args.device == "cpu" else ["pytorch-tf32", "pytorch-bf16"]
+    workers = [Worker("minigrad", argv)] + ([Worker(name, argv) for name in rivals] if args.vs_torch else [])
+    answer = workers[0].ask("peak")
+    peak = answer["matmul_gflops"]
+    if "measured_gflops" in answer:
+        print(f"GPU TF32 peak for MFU: {peak / 1e3:.0f} TFLOP/s (measured TF32 GEMM: {answer['measured_gflops'] / 1e3:.0f})")
     times = {w.name: [] for w in workers}
     for run in range(args.runs + 1):                      # run 0 warms up
         for w in workers:
@@ -190,13 +258,14 @@ def main():
             t = w.ask("step")["times"]
             if run:
                 times[w.name].append(t)
-    peak = max(peak, workers[0].ask("peak")["matmul_gflops"])
+    if args.device == "cpu":
+        peak = max(peak, workers[0].ask("peak")["matmul_gflops"])
     memory = {w.name: w.ask("quit") for w in workers}
 
     tokens = args.batch_size * cfg.block_size
     f_model, f_head = flops_per_token(cfg)
     print(f"config: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, vocab {cfg.vocab_size}, "
-          f"T={cfg.block_size}, B={args.batch_size}; {os.cpu_count()} cores; matmul peak {peak:.0f} GFLOP/s")
+          f"T={cfg.block_size}, B={args.batch_size}; {args.device}, {os.cpu_count()} cores; matmul peak {peak:.0f} GFLOP/s")
     header = "| framework | tokens/s | step s | fwd s | bwd s | opt s | MFU | MFU+head | peak MiB | step MiB |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -212,8 +281,8 @@ def main():
         print(f"| {w.name} | {rates[w.name]:,.0f} | {total:.3f} | {fwd_bwd} | {opt:.3f} | "
               f"{f_model * rates[w.name] / (peak * 1e9):.2f} | {f_head * rates[w.name] / (peak * 1e9):.2f} | "
               f"{mem['peak_mib']:,.0f} | {mem['step_mib']:,.0f} |")
-    if args.vs_torch:
-        print(f"ratio minigrad / pytorch tokens/s: {rates['minigrad'] / rates['pytorch']:.2f} "
+    for name in rivals if args.vs_torch else []:
+        print(f"ratio minigrad / {name} tokens/s: {rates['minigrad'] / rates[name]:.2f} "
               f"(medians of {args.runs} interleaved steps each)")
 
 

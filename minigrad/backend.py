@@ -123,10 +123,6 @@ class Backend:
             return np.asarray(x)
         return self.xp.asnumpy(x)
 
-    def rng(self, seed):
-        """A seeded random Generator on this device (for init noise and dropout masks)."""
-        return self.xp.random.default_rng(seed)
-
     def synchronize(self):
         """Wait for queued device work (a no-op on CPU); needed for honest timing."""
         if self.xp is not np:

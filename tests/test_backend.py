@@ -34,11 +34,10 @@ def cuda_answers():
 
 
 def test_cpu_backend_uses_numpy():
-    """Backend('cpu'): numpy, float32 by default, seeded rng reproducible, host copies are numpy."""
+    """Backend("cpu"): numpy, float32 by default, host copies are numpy."""
     be = Backend("cpu")
     assert be.name == "cpu" and be.xp is np and be.dtype is np.float32
     assert Backend("cpu", "float64").dtype is np.float64
-    np.testing.assert_array_equal(be.rng(3).random(4), be.rng(3).random(4))
     assert isinstance(be.to_host(be.asarray([1.0, 2.0])), np.ndarray)
     be.synchronize()
 
@@ -160,13 +159,13 @@ def check_exists(owner, path, kws, cupy, missing):
 
 
 def test_engine_uses_only_functions_cupy_has():
-    """Every xp.<name> (and chain, e.g. xp.add.at, xp.random.default_rng, xp.cuda...), every
+    """Every xp.<name> (and chain, e.g. xp.add.at, cupy.RawModule, xp.cuda...), every
     ndarray attribute and every rng method minigrad uses exists in CuPy and takes the keywords
     used with it (where CuPy exposes a signature)."""
     cupy = pytest.importorskip("cupy", reason="CuPy is not installed; cannot check its API")
     chains, methods, rng_methods = engine_uses()
     assert len(chains) >= 10, f"found too few xp. uses to trust the scan: {sorted(chains)}"
-    assert {"xp.add.at", "xp.random.default_rng", "xp.matmul"} <= set(chains)
+    assert {"xp.add.at", "xp.matmul", "xp.RawModule"} <= set(chains)
     assert {"reshape", "transpose", "sum", "astype"} <= set(methods)
     missing = []
     for chain, kws in chains.items():

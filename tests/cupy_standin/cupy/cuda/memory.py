@@ -1,0 +1,5 @@
+"""Fake cupy.cuda.memory (cupy stand-in)."""
+from _standin import cuda_namespace as _namespace
+from _standin.names import install as _install
+
+_install(__name__, _namespace.MEMORY)

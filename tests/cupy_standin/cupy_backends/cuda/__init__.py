@@ -1,0 +1,1 @@
+"""Fake cupy_backends package (cupy stand-in)."""

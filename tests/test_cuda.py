@@ -1,0 +1,196 @@
+"""The CUDA path, proven without a GPU: under the strict CuPy stand-in (tests/cupy_standin),
+every fast CUDA op equals its reference pair, the model and a training step equal the CPU
+path's, and a GPT-2-shaped step keeps its launch, sync and transfer budgets.
+
+The stand-in runs each custom kernel through its NumPy twin (tests/cupy_standin/twins.py)
+and each cuBLAS call through NumPy, counting them; launch counts depend on the number of
+layers, never on the widths or the batch, so the budgets are checked on narrow models with
+GPT-2's depth and context (12 layers, T = 1024) and asserted to be width-independent.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpt.config import GPTConfig
+from gpt.model import GPT, buffer_size, parameter_shapes, tensor_views
+from minigrad import AdamW, Backend, kernels
+from minigrad.backend import _probe_cuda
+
+STANDIN = Path(__file__).resolve().parent / "cupy_standin"
+SWAPPED = ("cupy", "cupy_backends", "standin", "_standin", "twins", "minigrad.cuda.")
+
+# The budgets of issue 11, for a GPT-2-shaped step (12 layers, T = 1024).
+LAUNCHES_PER_LAYER = 50
+LAUNCHES_PER_STEP = 650
+OPTIMIZER_LAUNCHES = 6
+
+
+def _swapped(name):
+    return any(name == s or name.startswith(s if s.endswith(".") else s + ".") for s in SWAPPED)
+
+
+@pytest.fixture
+def standin():
+    """Installs the stand-in as `cupy` for one test, then restores sys.modules."""
+    saved = {name: module for name, module in sys.modules.items() if _swapped(name)}
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, str(STANDIN))
+    import standin as counters
+    yield counters
+    sys.path.remove(str(STANDIN))
+    for name in [n for n in sys.modules if _swapped(n)]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+@pytest.fixture(params=["standin", "gpu"])
+def device(request):
+    """'standin' (every machine), or 'gpu': real CuPy on this machine's GPU, when it has one."""
+    if request.param == "standin":
+        request.getfixturevalue("standin")
+    elif not _probe_cuda()[0]:
+        pytest.skip("no CUDA GPU here; the stand-in runs the same test")
+    return request.param
+
+
+def cuda_model(config, dtype="float64", seed=0):
+    backend = Backend("cuda", dtype)
+    return GPT(config, backend, seed=seed, ops=kernels("cuda", "fast"))
+
+
+def batch(config, B, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, config.vocab_size, (2, B, config.block_size))
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def test_every_cuda_op_equals_its_reference(device):
+    """minigrad.cuda's self-test cases: every op's outputs and gradients equal the reference
+    pair's, run on the same device (on a GPU, float32 products use TF32)."""
+    from minigrad.cuda import fast_ops, selftest
+    rows = selftest.results(fast_ops(check=False))
+    assert len(rows) == 2 * len(selftest.CASES)
+    tolerance = {"float64": 1e-12, "float32": 1e-5} if device == "standin" else {"float64": 1e-9, "float32": 2e-3}
+    for name, dtype, error, _, _, message in rows:
+        assert error <= tolerance[dtype], f"{name} {dtype}: {error} {message}"
+
+
+def test_cuda_fast_ops_are_the_cuda_kernels(standin):
+    """kernels('cuda', 'fast') hands out every op, each from minigrad/cuda/."""
+    from minigrad import OP_NAMES
+    ops = kernels("cuda", "fast")
+    assert all(getattr(ops, name).__module__.startswith("minigrad.cuda.") for name in OP_NAMES)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_cuda_model_equals_the_cpu_model(device, dropout):
+    """Forward, backward and two AdamW steps on the CUDA kernels equal the CPU fast path in
+    float64, dropout included: both draw the same hash masks."""
+    import cupy
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=12, block_size=9, vocab_size=37, dropout=dropout)
+    cpu = GPT(config, Backend("cpu", "float64"), seed=3, ops=kernels("cpu", "fast"))
+    gpu = cuda_model(config, seed=3)
+    x, y = batch(config, 3)
+    results = []
+    for model, to_device in ((cpu, np.asarray), (gpu, cupy.asarray)):
+        opt = AdamW(model.params, model.grads, model.decay_mask(), ops=model.ops)
+        for step in range(2):
+            model.zero_grad()
+            _, loss = model.forward(to_device(x), to_device(y), train=True, dropout_seed=step + 5)
+            model.backward()
+            norm = model.ops.clip_grad_norm(model.grads, 0.5)
+            opt.step(1e-3)
+        results.append([float(loss), float(norm), model.backend.to_host(model.grads), model.backend.to_host(model.params)])
+    for ours, theirs in zip(results[1], results[0]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- budgets
+
+
+def step_counts(standin, config, B, dropout_seed=1):
+    """(launches of forward + backward, syncs, host->device copies) of one micro-step after
+    a warm-up step, as the trainer runs it (gpt.parallel.CPUWorkers on one device)."""
+    from gpt.parallel import CPUWorkers
+    model = cuda_model(config, dtype="float32")
+    workers = CPUWorkers(model, 1)
+    x, y = batch(config, B)
+    workers.forward_backward(x, y, seed_for=lambda w: dropout_seed)
+    with standin.counting() as counts:
+        workers.forward_backward(x, y, seed_for=lambda w: dropout_seed)
+    return counts
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_a_gpt2_shaped_step_keeps_its_launch_budget(standin, dropout):
+    """12 layers at T = 1024: at most 50 launches a layer and 650 a step; no host sync; one
+    host-to-device copy (x and y together). The counts do not depend on B or the width."""
+    def config(n_layer, n_embd=16):
+        return GPTConfig(n_layer=n_layer, n_head=2, n_embd=n_embd, block_size=1024, vocab_size=64, dropout=dropout)
+    step = step_counts(standin, config(12), B=1)
+    one_layer_less = step_counts(standin, config(11), B=1)
+    per_layer = step.launches - one_layer_less.launches
+    assert per_layer <= LAUNCHES_PER_LAYER, per_layer
+    assert step.launches <= LAUNCHES_PER_STEP, step.launches
+    assert (step.syncs, step.d2h, step.h2d) == (0, 0, 1)
+    assert step_counts(standin, config(12, n_embd=32), B=2).launches == step.launches
+
+
+def test_clipping_and_adamw_on_a_gpt2_sized_buffer(standin):
+    """Clipping and the AdamW step over GPT-2 124M's flat buffer: at most 6 launches, no sync."""
+    import cupy
+    config = GPTConfig.preset("gpt2")
+    n = buffer_size(config)
+    mask = np.zeros(n, dtype=bool)
+    for name, view in tensor_views(mask, parameter_shapes(config)).items():
+        view[...] = view.ndim == 2
+    params, grads = cupy.zeros(n, dtype=cupy.float32), cupy.ones(n, dtype=cupy.float32)
+    ops = kernels("cuda", "fast")
+    optimizer = AdamW(params, grads, cupy.asarray(mask), ops=ops)
+    optimizer.step(1e-3)                                    # uploads the decay table once
+    with standin.counting() as counts:
+        ops.clip_grad_norm(grads, 1.0)
+        optimizer.step(1e-3)
+    assert counts.launches <= OPTIMIZER_LAUNCHES, counts.by_site
+    assert (counts.syncs, counts.h2d, counts.d2h) == (0, 0, 0)
+
+
+def test_the_training_step_waits_for_nothing(standin, tmp_path):
+    """train.py's whole step (grad accumulation 2, clipping, AdamW) under the stand-in: no
+    device sync, one host-to-device copy per micro-batch; the loss and norm are read back
+    only at --log-interval."""
+    import train
+    cfg = train.TrainConfig(device="cuda", preset="tiny", n_embd=16, n_head=2, block_size=32, batch_size=2,
+                            grad_accum=2, out_dir=str(tmp_path), sample_tokens=0)
+    trainer = train.Trainer(cfg)
+    trainer.train_step()
+    with standin.counting() as counts:
+        loss, _, norm = trainer.train_step()
+    assert (counts.syncs, counts.d2h, counts.h2d) == (0, 0, 2), counts.by_site
+    assert np.isfinite(float(loss)) and np.isfinite(float(norm))
+
+
+KV_LAUNCHES_PER_LAYER, KV_LAUNCHES_FIXED = 16, 3
+
+
+def test_kv_cache_decoding_launches_per_token(standin):
+    """Generating one token with the KV cache launches 16 kernels per layer and 3 more (the
+    embedding, ln_f and the head), as the README states: the cache is written and read in
+    place (no copies), and the logits come back in one copy."""
+    from gpt.generate import KVCache, forward_cached
+    import cupy
+    for n_layer in (2, 3):
+        config = GPTConfig(n_layer=n_layer, n_head=2, n_embd=16, block_size=32, vocab_size=64)
+        model = cuda_model(config, dtype="float32")
+        cache = KVCache(model, batch_size=1)
+        forward_cached(model, cupy.asarray(np.array([[1, 2, 3]])), cache)
+        with standin.counting() as counts:
+            logits = forward_cached(model, cupy.asarray(np.array([[4]])), cache)
+            model.backend.to_host(logits)
+        assert counts.launches == KV_LAUNCHES_PER_LAYER * n_layer + KV_LAUNCHES_FIXED, counts.by_site
+        assert (counts.h2d, counts.d2h) == (1, 1)

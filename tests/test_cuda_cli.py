@@ -1,0 +1,130 @@
+"""train.py, sample.py and export with --device cuda, end to end, against the CPU path.
+
+Each command runs in a subprocess under the CuPy stand-in (tests/cupy_standin on
+PYTHONPATH), and also on a real GPU when this machine has one. In float64 the CUDA path's
+losses, samples and parameters equal the CPU path's to rounding, dropout included (both
+devices draw the same hash masks); a resumed run equals an uninterrupted one exactly.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minigrad.backend import _probe_cuda
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDIN = ROOT / "tests" / "cupy_standin"
+MODEL = ["--preset", "tiny", "--n-embd", "16", "--n-head", "2", "--block-size", "16"]
+RUN = ["--batch-size", "3", "--eval-steps", "2", "--log-interval", "1", "--warmup-steps", "2", "--dtype", "float64",
+       "--workers", "1"]
+FAST = MODEL + RUN
+
+
+def _real_gpu():
+    return _probe_cuda()[0]
+
+
+@pytest.fixture(params=["standin", "gpu"])
+def cuda(request, tmp_path_factory):
+    """Runs a script with --device cuda: under the stand-in, or on this machine's GPU."""
+    if request.param == "gpu" and not _real_gpu():
+        pytest.skip("no CUDA GPU here; the stand-in runs the same commands")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path_factory.mktemp("cache")))
+    if request.param == "standin":
+        env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), env.get("PYTHONPATH", "")])
+    def run_cuda(script, *args):
+        result = run(script, *args, "--device", "cuda", env=env)
+        assert script != "train.py" or "device: cuda (cupy" in result.stdout, result.stdout
+        return result
+    return run_cuda
+
+
+def run(script, *args, env=None):
+    command = [sys.executable, *(["-m", script] if script.startswith("gpt.") else [str(ROOT / script)])]
+    result = subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warning: minigrad.cuda" not in result.stderr, result.stderr
+    return result
+
+
+def cpu(*args):
+    return run(*args, "--device", "cpu")
+
+
+def curve(out_dir):
+    return json.loads((Path(out_dir) / "loss_curve.json").read_text())
+
+
+def params(out_dir):
+    return np.load(Path(out_dir) / "ckpt.npz")["params"]
+
+
+def assert_same_run(a, b, exact=False):
+    for x, y in zip(curve(a), curve(b), strict=True):
+        for key in ("train_loss", "val_loss", "grad_norm"):
+            if exact:
+                assert x[key] == y[key], (key, x, y)
+            elif x[key] is not None:
+                assert x[key] == pytest.approx(y[key], rel=1e-9), (key, x, y)
+    if exact:
+        np.testing.assert_array_equal(params(a), params(b))
+    else:
+        np.testing.assert_allclose(params(a), params(b), rtol=1e-8, atol=1e-10)
+
+
+def samples(stdout):
+    return [line for line in stdout.splitlines() if not line.startswith(("device:", "data:"))]
+
+
+def test_training_with_dropout_eval_checkpoint_and_samples(cuda, tmp_path):
+    args = [*FAST, "--dropout", "0.1", "--max-steps", "4", "--eval-interval", "2", "--sample-tokens", "12",
+            "--temperature", "0"]
+    gpu = cuda("train.py", *args, "--out-dir", tmp_path / "gpu")
+    host = cpu("train.py", *args, "--out-dir", tmp_path / "cpu")
+    assert_same_run(tmp_path / "gpu", tmp_path / "cpu")
+    assert [r["val_loss"] is not None for r in curve(tmp_path / "gpu")] == [False, True, False, True]
+    gpu_text = [line for line in samples(gpu.stdout) if "sample" in line or "---" in line]
+    assert gpu_text and gpu_text == [line for line in samples(host.stdout) if "sample" in line or "---" in line]
+
+
+def test_resume_equals_the_uninterrupted_run_exactly(cuda, tmp_path):
+    args = [*FAST, "--max-steps", "4", "--eval-interval", "2", "--sample-tokens", "0"]
+    cuda("train.py", *args, "--out-dir", tmp_path / "straight")
+    cuda("train.py", *args, "--max-steps", "2", "--out-dir", tmp_path / "resumed")
+    cuda("train.py", *args, "--resume", "--out-dir", tmp_path / "resumed")
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed", exact=True)
+
+
+def test_gradient_accumulation(cuda, tmp_path):
+    args = [*FAST, "--batch-size", "2", "--grad-accum", "2", "--max-steps", "3", "--sample-tokens", "0"]
+    cuda("train.py", *args, "--out-dir", tmp_path / "gpu")
+    cpu("train.py", *args, "--out-dir", tmp_path / "cpu")
+    assert_same_run(tmp_path / "gpu", tmp_path / "cpu")
+
+
+def test_gpt2_tokenizer_with_a_local_vocabulary(cuda, tmp_path):
+    args = [*FAST, "--tokenizer", "gpt2", "--local-vocab", "--max-steps", "2", "--sample-tokens", "0"]
+    cuda("train.py", *args, "--out-dir", tmp_path / "gpu")
+    cpu("train.py", *args, "--out-dir", tmp_path / "cpu")
+    assert_same_run(tmp_path / "gpu", tmp_path / "cpu")
+
+
+def test_export_init_from_and_sampling_with_and_without_the_kv_cache(cuda, tmp_path):
+    cuda("train.py", *FAST, "--max-steps", "3", "--sample-tokens", "0", "--out-dir", tmp_path / "run")
+    run("gpt.export", "--out-dir", tmp_path / "run", "--hf-dir", tmp_path / "hf")
+    args = [*RUN, "--max-steps", "2", "--sample-tokens", "0", "--init-from", tmp_path / "hf"]
+    cuda("train.py", *args, "--out-dir", tmp_path / "gpu")
+    cpu("train.py", *args, "--out-dir", tmp_path / "cpu")
+    assert_same_run(tmp_path / "gpu", tmp_path / "cpu")
+    generated = {}
+    for name, device_run in (("gpu", cuda), ("cpu", cpu)):
+        for cache in ([], ["--no-kv-cache"]):
+            result = device_run("sample.py", "--out-dir", tmp_path / "run", "--prompt", "ROMEO:", "--temperature", "0",
+                                "--max-new-tokens", "20", *cache)
+            generated[name, bool(cache)] = result.stdout
+    assert len(set(generated.values())) == 1, generated

@@ -440,46 +440,49 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
         pending = []                  # this window's records, their loss and norm not yet read back
         window_start = time.perf_counter()
-        while self.step < cfg.max_steps:
-            loss, lr, norm = self.train_step()           # on the device: not read back yet
-            self.step += 1
-            record = {"step": self.step, "train_loss": loss, "val_loss": None, "lr": lr, "grad_norm": norm,
-                      "tokens": self.step * tokens_per_step, "elapsed": None}
-            self.history.append(record)
-            pending.append(record)
-            bar.update(1)
-            done = self.step == cfg.max_steps
-            stop = self.stop_requested                  # read once: a signal may arrive any time
-            evaluate = self.val_data is not None and (self.step % cfg.eval_interval == 0 or done)
-            save = done or evaluate or stop or self.step % cfg.eval_interval == 0
-            if save or self.step % cfg.log_interval == 0:
-                window = time.perf_counter() - window_start     # includes waiting for the device
-                self._read_back(pending, window, bar)
-                bar.set_postfix(loss=f"{record['train_loss']:.4f}", lr=f"{lr:.2e}", norm=f"{record['grad_norm']:.2f}",
-                                tok_s=f"{len(pending) * tokens_per_step / window:,.0f}")
-                pending = []
-            if evaluate:
-                record["val_loss"] = self.evaluate()
-                bar.write(f"step {self.step}: train loss {record['train_loss']:.4f}, "
-                          f"val loss {record['val_loss']:.4f}, {self.elapsed:.0f}s")
-                if cfg.target_loss is not None and record["val_loss"] <= cfg.target_loss:
-                    bar.write(f"reached --target-loss {cfg.target_loss} at step {self.step}")
-                    done = True
-            if save:
-                self.save()
-            if not pending:
-                window_start = time.perf_counter()
-            if stop:
-                bar.close()
-                print(f"interrupted: saved step {self.step} to {self.ckpt_path}; continue with --resume")
-                return 130
-            if done:
-                break
-        bar.close()
+        try:                          # the bar ends its line before any error message
+            while self.step < cfg.max_steps:
+                loss, lr, norm = self.train_step()           # on the device: not read back yet
+                self.step += 1
+                record = {"step": self.step, "train_loss": loss, "val_loss": None, "lr": lr, "grad_norm": norm,
+                          "tokens": self.step * tokens_per_step, "elapsed": None}
+                self.history.append(record)
+                pending.append(record)
+                bar.update(1)
+                done = self.step == cfg.max_steps
+                stop = self.stop_requested                  # read once: a signal may arrive any time
+                evaluate = self.val_data is not None and (self.step % cfg.eval_interval == 0 or done)
+                save = done or evaluate or stop or self.step % cfg.eval_interval == 0
+                if save or self.step % cfg.log_interval == 0:
+                    window = time.perf_counter() - window_start     # includes waiting for the device
+                    self._read_back(pending, window)
+                    bar.set_postfix(loss=f"{record['train_loss']:.4f}", lr=f"{lr:.2e}",
+                                    norm=f"{record['grad_norm']:.2f}",
+                                    tok_s=f"{len(pending) * tokens_per_step / window:,.0f}")
+                    pending = []
+                if evaluate:
+                    record["val_loss"] = self.evaluate()
+                    bar.write(f"step {self.step}: train loss {record['train_loss']:.4f}, "
+                              f"val loss {record['val_loss']:.4f}, {self.elapsed:.0f}s")
+                    if cfg.target_loss is not None and record["val_loss"] <= cfg.target_loss:
+                        bar.write(f"reached --target-loss {cfg.target_loss} at step {self.step}")
+                        done = True
+                if save:
+                    self.save()
+                if not pending:
+                    window_start = time.perf_counter()
+                if stop:
+                    bar.close()
+                    print(f"interrupted: saved step {self.step} to {self.ckpt_path}; continue with --resume")
+                    return 130
+                if done:
+                    break
+        finally:
+            bar.close()
         print(f"done: {self.step} steps in {self.elapsed:.0f}s; checkpoint {self.ckpt_path}")
         return 0
 
-    def _read_back(self, records, window, bar):
+    def _read_back(self, records, window):
         """Turn the records' device losses and norms into floats (one device sync), spread the
         window's training time over them, and stop with one line if the run diverged."""
         xp = self.backend.xp
@@ -492,7 +495,6 @@ class Trainer:
         for r in records:
             for key, what in (("grad_norm", "gradient norm"), ("train_loss", "loss")):
                 if not math.isfinite(r[key]):
-                    bar.close()
                     kept = (f"the last good checkpoint is {self.ckpt_path}" if os.path.exists(self.ckpt_path)
                             else "no checkpoint was written")
                     advice = "a lower --lr" + (" or --grad-clip 1.0" if self.cfg.grad_clip == 0 else "")

@@ -72,7 +72,7 @@ def keep_freed_memory():
 
 
 def _gib(n):
-    return f"{n / 2**30:.1f} GiB"
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def out_of_memory_message(error):

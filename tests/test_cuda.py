@@ -87,14 +87,15 @@ def test_cuda_fast_ops_are_the_cuda_kernels(standin):
     assert all(getattr(ops, name).__module__.startswith("minigrad.cuda.") for name in OP_NAMES)
 
 
+@pytest.mark.parametrize("kind", ["fast", "reference"])
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_cuda_model_equals_the_cpu_model(device, dropout):
-    """Forward, backward and two AdamW steps on the CUDA kernels equal the CPU fast path in
-    float64, dropout included: both draw the same hash masks."""
+def test_cuda_model_equals_the_cpu_model(device, dropout, kind):
+    """Forward, backward and two AdamW steps on CUDA (its kernels, or the reference ops on
+    CuPy) equal the CPU fast path in float64, dropout included: both draw the same masks."""
     import cupy
     config = GPTConfig(n_layer=2, n_head=2, n_embd=12, block_size=9, vocab_size=37, dropout=dropout)
     cpu = GPT(config, Backend("cpu", "float64"), seed=3, ops=kernels("cpu", "fast"))
-    gpu = cuda_model(config, seed=3)
+    gpu = GPT(config, Backend("cuda", "float64"), seed=3, ops=kernels("cuda", kind))
     x, y = batch(config, 3)
     results = []
     for model, to_device in ((cpu, np.asarray), (gpu, cupy.asarray)):
@@ -194,3 +195,28 @@ def test_kv_cache_decoding_launches_per_token(standin):
             model.backend.to_host(logits)
         assert counts.launches == KV_LAUNCHES_PER_LAYER * n_layer + KV_LAUNCHES_FIXED, counts.by_site
         assert (counts.h2d, counts.d2h) == (1, 1)
+
+
+def test_a_kernel_that_fails_to_compile_falls_back_to_the_reference(standin, capsys, monkeypatch, tmp_path):
+    """A compile error in the GELU kernels: one warning line naming them, and the GELU and
+    dropout ops (their self-test case) are the reference pairs; the others stay fast."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    standin.fail_compile("gelu_forward")
+    ops = kernels("cuda", "fast")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "gelu_dropout" in warnings[0] and "CompileException" in warnings[0]
+    assert ops.gelu_forward.__module__ == "minigrad.gelu" and ops.dropout_forward.__module__ == "minigrad.dropout"
+    assert ops.layernorm_forward.__module__ == "minigrad.cuda.layernorm"
+
+
+def test_a_kernel_that_disagrees_with_its_reference_is_replaced(standin, capsys, monkeypatch, tmp_path):
+    """A wrong bias kernel (here its twin) fails the linear case: warned once, linear falls
+    back; the verdict is cached per device and kernel source, so the next process is silent."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    add_bias = standin.TWINS["add_bias"]
+    monkeypatch.setitem(standin.TWINS, "add_bias", lambda out, *args, **kw: add_bias(out, *args, **kw) or out.__imul__(2))
+    ops = kernels("cuda", "fast")
+    err = capsys.readouterr().err
+    assert "the linear kernels fail their self-test" in err and "max error" in err
+    assert ops.linear_forward.__module__ == "minigrad.linear"
+    assert (tmp_path / "minigrad" / "cuda_selftest.json").exists()

@@ -7,6 +7,7 @@ with a 64 KiB unmapped gap after each allocation, so a device pointer resolves t
 allocation and an out-of-bounds access is caught rather than landing in a neighbour.
 """
 import bisect
+import os
 import weakref
 
 import numpy as np
@@ -60,7 +61,9 @@ _starts = []         # sorted start addresses of live allocations
 _by_start = {}       # start address -> Allocation
 _next_address = BASE_ADDRESS
 live_bytes = 0
-device_limit = None  # standin.set_memory_limit: total device memory
+# Total device memory: standin.set_memory_limit, or CUPY_STANDIN_MEMORY_LIMIT (bytes) for a
+# subprocess, such as a train.py run that is to run out of memory.
+device_limit = int(os.environ["CUPY_STANDIN_MEMORY_LIMIT"]) if os.environ.get("CUPY_STANDIN_MEMORY_LIMIT") else None
 pool_limit = 0       # MemoryPool.set_limit (0: none), as in CuPy
 
 

@@ -2,21 +2,31 @@
 // are (B, T, width) with head h at columns offset + h * hs. The matmuls are cuBLAS calls
 // (minigrad/cuda/gemm.py). One thread per element, or one warp per softmax row.
 
+// Where element i of a (B, T, 3C) qkv buffer belongs: batch b, position t, which of q/k/v,
+// head h, channel d; col is its column in the 3C.
+struct QkvIndex { int b, t, which, h, d, col; };
+
+__device__ __forceinline__ QkvIndex qkv_index(i64 i, int Tn, int H, int hs) {
+    int C = H * hs;
+    QkvIndex q;
+    q.col = i % (3 * C);
+    i64 bt = i / (3 * C);
+    q.t = bt % Tn; q.b = bt / Tn;
+    q.which = q.col / C; q.h = (q.col % C) / hs; q.d = q.col % hs;
+    return q;
+}
+
 // qkv (B, T, 3C) + bias -> q (B, H, T, hs), and k, v at positions t0.. of (B, H, L, hs)
 // buffers (L = T in training; the KV cache's block_size in generation).
 template <typename T>
 __global__ void qkv_split(const T* qkv, const T* bias, T* q, T* k, T* v, int B, int Tn, int H, int hs, int L,
                           int t0) {
     i64 i = thread_index();
-    int C = H * hs;
-    if (i >= (i64)B * Tn * 3 * C) return;
-    int col = i % (3 * C);
-    i64 bt = i / (3 * C);
-    int t = bt % Tn, b = bt / Tn;
-    int which = col / C, h = (col % C) / hs, d = col % hs;
-    T value = qkv[i] + bias[col];
-    if (which == 0) q[(((i64)b * H + h) * Tn + t) * hs + d] = value;
-    else (which == 1 ? k : v)[(((i64)b * H + h) * L + t0 + t) * hs + d] = value;
+    if (i >= (i64)B * Tn * 3 * H * hs) return;
+    QkvIndex e = qkv_index(i, Tn, H, hs);
+    T value = qkv[i] + bias[e.col];
+    if (e.which == 0) q[(((i64)e.b * H + e.h) * Tn + e.t) * hs + e.d] = value;
+    else (e.which == 1 ? k : v)[(((i64)e.b * H + e.h) * L + t0 + e.t) * hs + e.d] = value;
 }
 
 // rows (B, T, C) -> heads (B, H, T, hs)
@@ -41,14 +51,10 @@ __global__ void merge_heads(const T* heads, T* rows, int B, int Tn, int H, int h
 template <typename T>
 __global__ void merge_qkv_heads(const T* dq, const T* dk, const T* dv, T* dqkv, int B, int Tn, int H, int hs) {
     i64 i = thread_index();
-    int C = H * hs;
-    if (i >= (i64)B * Tn * 3 * C) return;
-    int col = i % (3 * C);
-    i64 bt = i / (3 * C);
-    int t = bt % Tn, b = bt / Tn;
-    int which = col / C, h = (col % C) / hs, d = col % hs;
-    const T* src = which == 0 ? dq : (which == 1 ? dk : dv);
-    dqkv[i] = src[(((i64)b * H + h) * Tn + t) * hs + d];
+    if (i >= (i64)B * Tn * 3 * H * hs) return;
+    QkvIndex e = qkv_index(i, Tn, H, hs);
+    const T* src = e.which == 0 ? dq : (e.which == 1 ? dk : dv);
+    dqkv[i] = src[(((i64)e.b * H + e.h) * Tn + e.t) * hs + e.d];
 }
 
 // att (R = B*H*T rows of S scores q.k) in place -> probs = softmax(scale * scores) over the

@@ -195,7 +195,12 @@ def failing_ops():
 
 
 def main():
+    from ..backend import _probe_cuda
     from . import fast_ops
+    usable, why = _probe_cuda()
+    if not usable:
+        print(f"error: the CUDA self-test needs a GPU: {why}", file=sys.stderr)
+        return 2
     print(f"minigrad CUDA self-test on {_device_key()}")
     print(f"{'case':<16}{'dtype':<9}{'max error':>12}{'tolerance':>12}  result")
     rows = results(fast_ops(check=False))

@@ -75,7 +75,9 @@ def test_every_cuda_op_equals_its_reference(device):
     from minigrad.cuda import fast_ops, selftest
     rows = selftest.results(fast_ops(check=False))
     assert len(rows) == 2 * len(selftest.CASES)
-    tolerance = {"float64": 1e-12, "float32": 1e-5} if device == "standin" else {"float64": 1e-9, "float32": 2e-3}
+    # float64 is the proof; float32 differs by the rounding of sums taken in other orders (the
+    # largest: attention's backward at T = 70, 2.8e-5 of the tensor's scale)
+    tolerance = {"float64": 1e-12, "float32": 1e-4} if device == "standin" else {"float64": 1e-9, "float32": 2e-3}
     for name, dtype, error, _, _, message in rows:
         assert error <= tolerance[dtype], f"{name} {dtype}: {error} {message}"
 

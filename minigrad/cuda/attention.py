@@ -31,6 +31,10 @@ def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, se
     """x (B, T, C) -> out (B, T, C); kv_cache None or (k, v), each (B, H, block_size, hs)."""
     B, T, C = x.shape
     H, hs = n_head, C // n_head
+    if kv_cache is None and t0 != 0:
+        raise ValueError("attention_forward: an offset t0 needs a kv_cache")
+    if kv_cache is not None and t0 + T > kv_cache[0].shape[2]:
+        raise ValueError(f"attention_forward: {t0} + {T} positions exceed the cache's {kv_cache[0].shape[2]}")
     qkv, qkv_cache = linear_forward(x, w_qkv, None)                     # (B, T, 3C), bias below
     q = cupy.empty((B, H, T, hs), dtype=x.dtype)
     if kv_cache is None:

@@ -23,7 +23,9 @@ def compute_type(dtype, tf32=None):
     else full precision."""
     if np.dtype(dtype) == np.float64:
         return cublas.CUBLAS_COMPUTE_64F
-    return cublas.CUBLAS_COMPUTE_32F_FAST_TF32 if (ALLOW_TF32 if tf32 is None else tf32) else cublas.CUBLAS_COMPUTE_32F
+    if ALLOW_TF32 if tf32 is None else tf32:
+        return cublas.CUBLAS_COMPUTE_32F_FAST_TF32
+    return cublas.CUBLAS_COMPUTE_32F_PEDANTIC           # never TF32, whatever the handle's math mode
 
 
 def _layout(matrix_strides, rows, cols, itemsize):

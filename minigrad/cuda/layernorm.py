@@ -7,6 +7,7 @@ sums are the same on every run).
 """
 import cupy
 
+from .. import layernorm as reference
 from ..layernorm import EPS
 from .module import i32, launch, real
 
@@ -14,13 +15,15 @@ LN_COLS = 8                      # columns per thread (src/layernorm.cu)
 BACKWARD_BLOCKS = 1024           # row groups of the backward: a fixed split, whatever the device
 
 
+MAX_THREADS = 512                # the backward holds ~5 x LN_COLS values a thread: 128 double
+                                 # registers, so 512 threads fill a block's 65,536
+MAX_C = LN_COLS * MAX_THREADS    # wider rows (n_embd > 4096) run the reference pair
+
+
 def _threads(C):
     """Threads per row: a multiple of 32 that gives each at most LN_COLS columns."""
-    threads = -(-C // LN_COLS)
-    threads = 32 * -(-threads // 32)
-    if threads > 1024:
-        raise ValueError(f"LayerNorm kernel supports C <= {1024 * LN_COLS}, got {C}")
-    return threads
+    threads = -(-C // LN_COLS)                                       # ceil(C / LN_COLS)
+    return 32 * -(-threads // 32)                                    # whole warps
 
 
 def _forward(x, a, weight, bias, eps):
@@ -43,17 +46,23 @@ def _forward(x, a, weight, bias, eps):
 
 def layernorm_forward(x, weight, bias, eps=EPS):
     """x (..., C), weight (C,), bias (C,) -> out (..., C)."""
+    if x.shape[-1] > MAX_C:
+        return reference.layernorm_forward(x, weight, bias, eps)
     _, out, cache = _forward(x, None, weight, bias, eps)
     return out, cache
 
 
 def residual_layernorm_forward(x, a, weight, bias, eps=EPS):
     """x, a (..., C) -> (x + a, layernorm(x + a), cache), in one kernel."""
+    if x.shape[-1] > MAX_C:
+        return reference.residual_layernorm_forward(x, a, weight, bias, eps)
     return _forward(x, a, weight, bias, eps)
 
 
 def layernorm_backward(dout, cache, dweight, dbias):
     """dout (..., C); accumulates dweight (C,), dbias (C,); returns dx (..., C)."""
+    if dout.shape[-1] > MAX_C:                       # the reference's cache has the same layout
+        return reference.layernorm_backward(dout, cache, dweight, dbias)
     xhat, rstd, weight = cache
     C = dout.shape[-1]
     N = dout.size // C

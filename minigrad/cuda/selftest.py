@@ -36,12 +36,15 @@ def case_linear(dtype, rng, ops):
 
 
 def case_layernorm(dtype, rng, ops):
-    x, a, w, b, dout = _arrays(dtype, rng, (3, 5, 13), (3, 5, 13), (13,), (13,), (3, 5, 13))
-    dw, db = cupy.zeros_like(w), cupy.zeros_like(b)
-    out, cache = ops.layernorm_forward(x, w, b)
-    dx = ops.layernorm_backward(dout, cache, dw, db)
-    s, out2, _ = ops.residual_layernorm_forward(x, a, w, b)
-    return [out, dx, dw, db, s, out2]
+    results = []
+    for C in (13, 768, 1600):                        # one warp; 3 warps; 7 warps, 8 columns a thread
+        x, a, w, b, dout = _arrays(dtype, rng, (3, 5, C), (3, 5, C), (C,), (C,), (3, 5, C))
+        dw, db = cupy.zeros_like(w), cupy.zeros_like(b)
+        out, cache = ops.layernorm_forward(x, w, b)
+        dx = ops.layernorm_backward(dout, cache, dw, db)
+        s, out2, _ = ops.residual_layernorm_forward(x, a, w, b)
+        results += [out, dx, dw, db, s, out2]
+    return results
 
 
 def case_gelu_dropout(dtype, rng, ops):
@@ -53,14 +56,16 @@ def case_gelu_dropout(dtype, rng, ops):
 
 
 def case_attention(dtype, rng, ops):
-    B, T, C, H = 2, 7, 12, 3
-    x, w_qkv, b_qkv, w_proj, b_proj, dout = _arrays(dtype, rng, (B, T, C), (C, 3 * C), (3 * C,), (C, C), (C,),
-                                                    (B, T, C))
     results = []
-    for p in (0.0, 0.25):
-        grads = [cupy.zeros_like(a) for a in (w_qkv, b_qkv, w_proj, b_proj)]
-        out, cache = ops.attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, H, p, 99)
-        results += [out, ops.attention_backward(dout, cache, *grads), *grads]
+    for B, T, C, H in ((2, 7, 12, 3), (1, 70, 128, 2)):   # small; rows longer than a warp, hs = 64
+        x, w_qkv, b_qkv, w_proj, b_proj, dout = _arrays(dtype, rng, (B, T, C), (C, 3 * C), (3 * C,), (C, C), (C,),
+                                                        (B, T, C))
+        for p in (0.0, 0.25):
+            grads = [cupy.zeros_like(a) for a in (w_qkv, b_qkv, w_proj, b_proj)]
+            out, cache = ops.attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, H, p, 99)
+            results += [out, ops.attention_backward(dout, cache, *grads), *grads]
+    B, T, C, H = 2, 7, 12, 3
+    x, w_qkv, b_qkv, w_proj, b_proj = _arrays(dtype, rng, (B, T, C), (C, 3 * C), (3 * C,), (C, C), (C,))
     k, v = (cupy.zeros((B, H, 9, C // H), dtype=dtype) for _ in range(2))
     ops.attention_forward(x[:, :3], w_qkv, b_qkv, w_proj, b_proj, H, kv_cache=(k, v), t0=0)
     out, _ = ops.attention_forward(x[:, 3:5], w_qkv, b_qkv, w_proj, b_proj, H, kv_cache=(k, v), t0=3)
@@ -68,30 +73,36 @@ def case_attention(dtype, rng, ops):
 
 
 def case_cross_entropy(dtype, rng, ops):
-    logits = _arrays(dtype, rng, (2, 5, 16))[0] * 3
-    targets = cupy.asarray(rng.integers(0, 11, (2, 5)))
-    targets[0, 1] = -1                                               # ignored
-    loss, cache = ops.cross_entropy_forward(logits.copy(), targets, -1, 11)
-    return [loss, ops.cross_entropy_backward(0.5, cache)]
+    results = []
+    for V, Vp in ((11, 16), (50257, 50304)):                         # GPT-2's padded vocabulary
+        logits = _arrays(dtype, rng, (2, 3, Vp))[0] * 3
+        targets = cupy.asarray(rng.integers(0, V, (2, 3)))
+        targets[0, 1] = -1                                           # ignored
+        loss, cache = ops.cross_entropy_forward(logits.copy(), targets, -1, V)
+        results += [loss, ops.cross_entropy_backward(0.5, cache)]
+    return results
 
 
 def case_embedding(dtype, rng, ops):
-    wte, wpe, dout = _arrays(dtype, rng, (11, 6), (8, 6), (3, 5, 6))
-    idx = cupy.asarray(rng.integers(0, 4, (3, 5)))                  # many repeated ids
-    dwte, dwpe = cupy.zeros_like(wte), cupy.zeros_like(wpe)
-    out, cache = ops.embedding_forward(idx, wte, wpe)
-    ops.embedding_backward(dout, cache, dwte, dwpe)
-    return [out, dwte, dwpe]
+    results = []
+    for V, C, B, T in ((11, 6, 3, 5), (50, 768, 4, 64)):           # long runs of few ids
+        wte, wpe, dout = _arrays(dtype, rng, (V, C), (T + 3, C), (B, T, C))
+        idx = cupy.asarray(rng.integers(0, 4, (B, T)))
+        dwte, dwpe = cupy.zeros_like(wte), cupy.zeros_like(wpe)
+        out, cache = ops.embedding_forward(idx, wte, wpe)
+        ops.embedding_backward(dout, cache, dwte, dwpe)
+        results += [out, dwte, dwpe]
+    return results
 
 
 def case_optimizer(dtype, rng, ops):
-    n = 3000
+    n = 300_001                                      # more than one pass of the norm's fixed grid
     params, grads = _arrays(dtype, rng, (n,), (n,))
     m, v = cupy.zeros_like(params), cupy.zeros_like(params)
     results = []
     for max_norm in (1e9, 1.0):
         results.append(ops.clip_grad_norm(grads, max_norm))
-    ranges = [(0, 1000), (1500, 2999)]
+    ranges = [(0, 1000), (1500, 299_999)]
     for t in (1, 2):
         ops.adamw_update(params, grads, m, v, ranges, 1e-2, t, 0.9, 0.95, 1e-8, 0.1)
     return results + [grads, params, m, v]

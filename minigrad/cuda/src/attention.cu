@@ -74,7 +74,7 @@ __global__ void softmax_forward(T* att, T* dropped, i64 rows, int Tn, int S, int
     for (int j = lane; j <= last; j += 32) {
         T z = a[j] * scale;
         if (z > m) { sum *= exp(m - z); m = z; }
-        sum += exp(z - m);
+        sum += z == -MG_INF ? T(0) : exp(z - m);      // exp(-inf - -inf) would be NaN
     }
     for (int offset = 16; offset > 0; offset >>= 1) {  // merge the lanes' (max, sum) pairs
         T m2 = __shfl_xor_sync(FULL_MASK, m, offset), sum2 = __shfl_xor_sync(FULL_MASK, sum, offset);

@@ -35,6 +35,9 @@ from minigrad import KERNELS, AdamW, clip_grad_norm, kernels, lr_at
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "data", "tiny_shakespeare.txt")
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "vocab_size")
+# What a scheduler (SIGTERM), a closed terminal (SIGHUP) or Ctrl-C (SIGINT) sends: finish the
+# step, save, exit with 128 + the signal's number. A second one stops at once.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Options that define what is trained: a resumed run must not change them.
 RUN_FIELDS = ("tokenizer", "bpe_vocab", "bpe_merges", "local_vocab", "seed", "batch_size", "grad_accum",
               "sampling", "val_fraction", "dtype")
@@ -316,7 +319,8 @@ class Trainer:
         self.step = 0                 # optimizer steps completed
         self.history = []             # loss_curve.json records
         self.elapsed = 0.0            # training seconds, summed over resumed sessions
-        self.stop_requested = False
+        self.stop_signal = None       # the first stop signal received, if any
+        self.saved_step = None        # the step of the last checkpoint this session wrote
         if saved is not None:
             self._restore(*saved)
 
@@ -345,6 +349,7 @@ class Trainer:
                         to_host(self.optimizer.v), self._meta())
         write_json(os.path.join(self.cfg.out_dir, "loss_curve.json"), self.history)
         write_loss_plot(os.path.join(self.cfg.out_dir, "loss_curve.svg"), self.history)
+        self.saved_step = self.step
 
     # --- pieces of a step
 
@@ -410,13 +415,14 @@ class Trainer:
             print(f"nothing to do: the run already has {self.step} steps (raise --max-steps to continue)")
             return 0
 
-        previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        previous = {signum: signal.signal(signum, self._on_stop_signal) for signum in STOP_SIGNALS}
         try:
             # A diverging run overflows; _loop reports the non-finite loss itself, in one line.
             with np.errstate(over="ignore", invalid="ignore"):
                 status = self._loop(tokens_per_step)
         finally:
-            signal.signal(signal.SIGINT, previous_handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         if status == 0:
             self.sample("after training")
         return status
@@ -430,10 +436,10 @@ class Trainer:
               f"{len(self.train_data.tokens):,} train / {len(self.val_data.tokens) if self.val_data else 0:,} validation")
         print(f"tokens per step: {cfg.batch_size} x {self.config.block_size} x {cfg.grad_accum} = {tokens_per_step:,}")
 
-    def _on_sigint(self, signum, frame):
-        if self.stop_requested:                   # a second Ctrl-C aborts at once
-            raise KeyboardInterrupt
-        self.stop_requested = True
+    def _on_stop_signal(self, signum, frame):
+        if self.stop_signal is not None:          # a second signal aborts at once
+            raise StoppedAtOnce(signum)
+        self.stop_signal = signum
 
     def _loop(self, tokens_per_step):
         cfg = self.cfg
@@ -450,9 +456,9 @@ class Trainer:
                 pending.append(record)
                 bar.update(1)
                 done = self.step == cfg.max_steps
-                stop = self.stop_requested                  # read once: a signal may arrive any time
+                stop = self.stop_signal                     # read once: a signal may arrive any time
                 evaluate = self.val_data is not None and (self.step % cfg.eval_interval == 0 or done)
-                save = done or evaluate or stop or self.step % cfg.eval_interval == 0
+                save = done or evaluate or stop is not None or self.step % cfg.eval_interval == 0
                 if save or self.step % cfg.log_interval == 0:
                     window = time.perf_counter() - window_start     # includes waiting for the device
                     self._read_back(pending, window)
@@ -471,10 +477,11 @@ class Trainer:
                     self.save()
                 if not pending:
                     window_start = time.perf_counter()
-                if stop:
+                if stop is not None:
                     bar.close()
-                    print(f"interrupted: saved step {self.step} to {self.ckpt_path}; continue with --resume")
-                    return 130
+                    print(f"stopped by {signal.Signals(stop).name}: saved step {self.step} to {self.ckpt_path}; "
+                          "continue with --resume")
+                    return 128 + stop
                 if done:
                     break
         finally:
@@ -502,11 +509,26 @@ class Trainer:
                                      f"try {advice}")
 
 
+class StoppedAtOnce(Exception):
+    """A second stop signal arrived: leave now, without finishing the step."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def main(argv=None):
     def train():
         trainer = Trainer(*resolve_options(argv))
         try:
             return trainer.run()
+        except StoppedAtOnce as e:
+            kept = (f"the checkpoint of step {trainer.saved_step} is in {trainer.ckpt_path}"
+                    if trainer.saved_step is not None else
+                    f"the previous checkpoint in {trainer.ckpt_path} is unchanged" if os.path.exists(trainer.ckpt_path)
+                    else "no checkpoint was written")
+            print(f"\nstopped at once by a second {signal.Signals(e.signum).name}; {kept}", file=sys.stderr)
+            return 128 + e.signum
         finally:
             trainer.workers.close()
     return run_main(train, interrupted="interrupted before training started; nothing was saved",

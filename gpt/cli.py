@@ -1,6 +1,7 @@
 """What train.py and sample.py share: bad input as one line and exit status 2, number flags."""
 import argparse
 import math
+import os
 import sys
 
 from minigrad.backend import out_of_memory_message
@@ -33,7 +34,7 @@ def number(kind, check, bound):
 def run_main(body, interrupted="interrupted", out_of_memory="use a smaller model"):
     """body() -> exit status. A UserError (gpt/errors.py) prints one `error: ...` line and
     gives status 2, and so does running out of host or GPU memory (with the advice
-    `out_of_memory`); Ctrl-C prints `interrupted` and gives 130."""
+    `out_of_memory`); Ctrl-C prints `interrupted` and gives 130; a closed stdout ends quietly."""
     try:
         return body()
     except UserError as e:
@@ -42,6 +43,9 @@ def run_main(body, interrupted="interrupted", out_of_memory="use a smaller model
     except MemoryError as e:
         print(f"error: {out_of_memory_message(e)}; {out_of_memory}", file=sys.stderr)
         return 2
+    except BrokenPipeError:                      # stdout closed early (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit's flush
+        return 128 + 13                          # what SIGPIPE's default would have given
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130

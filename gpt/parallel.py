@@ -78,7 +78,8 @@ def replica(model):
 def _serve(conn, twin, all_grads, other_ends):
     """A worker process's loop: run the requests `conn` brings on `twin` (its replica), reply
     with (result, error)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the main process's to handle
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):   # the main process's to handle:
+        signal.signal(stop, signal.SIG_IGN)          # it finishes the step and saves
     for end in other_ends:                           # so that the main process exiting ends us
         end.close()
     from threadpoolctl import threadpool_limits

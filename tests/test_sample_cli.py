@@ -144,3 +144,15 @@ def test_empty_prompt_starts_a_document():
     assert encode_prompt("", GPT2Tokenizer.default(), 16) == [50256]
     assert encode_prompt("", ByteTokenizer(), 16) == [10]
     assert encode_prompt("a<|endoftext|>b", GPT2Tokenizer.default(), 16) == [64, 50256, 65]
+
+
+def test_stdout_closed_early_ends_quietly(run_dir):
+    """`sample.py | head -c 5`: no traceback, and the status a closed pipe gives (141)."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "sample.py"), "--out-dir", str(run_dir),
+                             "--max-new-tokens", "2000", "--num-samples", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.read(5)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr

@@ -72,7 +72,7 @@ def _interrupting_step(stop_at):
     def step(self):
         result = original(self)
         if self.step + 1 == stop_at:
-            self.stop_requested = True
+            self.stop_signal = signal.SIGINT
         return result
     return step
 
@@ -103,22 +103,47 @@ def test_resume_can_extend_a_finished_run(tmp_path):
     assert load_checkpoint(os.path.join(out, "ckpt.npz"))[1]["step"] == 5
 
 
-def test_sigint_saves_a_checkpoint_and_exits(tmp_path):
-    out = tmp_path / "run"
+def start_run(out, *extra):
+    """A long train.py run in a subprocess, returned once it is training."""
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *FAST, "--max-steps", "100000",
-                             "--eval-interval", "100000", "--out-dir", str(out)],
+                             "--eval-interval", "100000", "--out-dir", str(out), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 60
     while not (out / "config.json").exists() and time.time() < deadline:
         time.sleep(0.1)
     time.sleep(1.5)                                       # let a few steps run
-    proc.send_signal(signal.SIGINT)
+    return proc
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stop_signal_saves_a_checkpoint_and_exits(tmp_path, stop):
+    """Ctrl-C, a scheduler's SIGTERM, a dropped terminal's SIGHUP: the step finishes, the run
+    saves and exits with 128 + the signal's number."""
+    out = tmp_path / "run"
+    proc = start_run(out)
+    proc.send_signal(stop)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 128 + stop, stderr
     assert "Traceback" not in stderr
-    assert "interrupted: saved step" in stdout
+    assert f"stopped by {stop.name}: saved step" in stdout
     step = load_checkpoint(str(out / "ckpt.npz"))[1]["step"]
     assert 0 < step < 100000
+
+
+def test_a_second_signal_stops_at_once_and_says_what_was_saved(tmp_path):
+    """A second signal during a long save/step stops at once; the message names the checkpoint
+    written earlier in the run instead of claiming nothing was saved."""
+    out = tmp_path / "run"
+    proc = start_run(out, "--eval-interval", "3")        # a checkpoint every 3 steps
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "nothing was saved" not in stderr + stdout
+    saved = load_checkpoint(str(out / "ckpt.npz"))[1]["step"]
+    assert ("stopped at once by a second SIGTERM; the checkpoint of step" in stderr
+            or f"stopped by SIGTERM: saved step {saved}" in stdout)
 
 
 def test_help_explains_every_flag():

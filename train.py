@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from tqdm import tqdm
 
+from bpe.corpus import available_cores
 from gpt.checkpoint import CHECKPOINT_NAME, save_checkpoint, write_json
 from gpt.cli import LineParser, UsageError, number, run_main
 from gpt.config import PRESETS, GPTConfig
@@ -305,6 +306,10 @@ class Trainer:
         self.cfg = cfg
         self.backend = open_backend(cfg.device, cfg.dtype)
         n_workers = usable_workers(self.backend, cfg.workers)
+        if n_workers > available_cores():        # each extra worker costs a model-sized gradient buffer
+            print(f"note: --workers {n_workers} is more than the {available_cores()} cores this process may use; "
+                  f"using {available_cores()}")
+            n_workers = available_cores()
         ops = kernels(self.backend.name, cfg.kernels, threads=n_workers)
         self.model, self.tokenizer, tokens = build_model(cfg, saved, self.backend, ops, n_workers)
         self.config = self.model.config

@@ -348,3 +348,13 @@ def test_reference_kernels_train_to_the_same_losses(tmp_path):
         np.testing.assert_allclose([r[key] for r in curves["reference"]], [r[key] for r in curves["fast"]],
                                    rtol=1e-4, err_msg=key)
     assert load_checkpoint(str(tmp_path / "reference" / "ckpt.npz"))[1]["options"]["kernels"] == "reference"
+
+
+def test_more_workers_than_cores_are_capped_with_a_note(tmp_path):
+    """--workers 64 on this machine forks one worker per usable core at most, and says so."""
+    from bpe.corpus import available_cores
+    result = run_cli(*FAST, "--max-steps", "1", "--workers", "64", "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"note: --workers 64 is more than the {available_cores()} cores this process may use" in result.stdout
+    workers = f", {available_cores()} worker processes" if available_cores() > 1 else ""
+    assert f"float32{workers})" in result.stdout

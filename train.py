@@ -31,7 +31,7 @@ from gpt.model import GPT
 from gpt.parallel import CPUWorkers, model_buffers, usable_workers
 from gpt.plot import write_loss_plot
 from gpt.tokenizers import LocalVocab, encode_prompt, make_tokenizer
-from minigrad import KERNELS, AdamW, clip_grad_norm, kernels, lr_at
+from minigrad import KERNELS, AdamW, kernels, lr_at
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "data", "tiny_shakespeare.txt")
@@ -356,6 +356,14 @@ class Trainer:
         write_loss_plot(os.path.join(self.cfg.out_dir, "loss_curve.svg"), self.history)
         self.saved_step = self.step
 
+    def checkpoint_left(self):
+        """What a run that stops now leaves behind, for its last message."""
+        if self.saved_step is not None:
+            return f"the checkpoint of step {self.saved_step} is in {self.ckpt_path}"
+        if os.path.exists(self.ckpt_path):
+            return f"the previous checkpoint in {self.ckpt_path} is unchanged"
+        return "no checkpoint was written"
+
     # --- pieces of a step
 
     def _dropout_seed(self, step, micro, worker):
@@ -507,8 +515,7 @@ class Trainer:
         for r in records:
             for key, what in (("grad_norm", "gradient norm"), ("train_loss", "loss")):
                 if not math.isfinite(r[key]):
-                    kept = (f"the last good checkpoint is {self.ckpt_path}" if os.path.exists(self.ckpt_path)
-                            else "no checkpoint was written")
+                    kept = self.checkpoint_left()
                     advice = "a lower --lr" + (" or --grad-clip 1.0" if self.cfg.grad_clip == 0 else "")
                     raise UsageError(f"the {what} became {r[key]} at step {r['step']}; stopping ({kept}); "
                                      f"try {advice}")
@@ -528,11 +535,8 @@ def main(argv=None):
         try:
             return trainer.run()
         except StoppedAtOnce as e:
-            kept = (f"the checkpoint of step {trainer.saved_step} is in {trainer.ckpt_path}"
-                    if trainer.saved_step is not None else
-                    f"the previous checkpoint in {trainer.ckpt_path} is unchanged" if os.path.exists(trainer.ckpt_path)
-                    else "no checkpoint was written")
-            print(f"\nstopped at once by a second {signal.Signals(e.signum).name}; {kept}", file=sys.stderr)
+            print(f"\nstopped at once by a second {signal.Signals(e.signum).name}; {trainer.checkpoint_left()}",
+                  file=sys.stderr)
             return 128 + e.signum
         finally:
             trainer.workers.close()

@@ -14,6 +14,7 @@ import sys
 from gpt.cli import LineParser, number, run_main
 from gpt.generate import generate
 from gpt.loading import load_model, open_backend
+from gpt.terminal import TerminalWriter
 from gpt.tokenizers import encode_prompt
 from minigrad import KERNELS, kernels
 
@@ -61,7 +62,8 @@ class TextStream:
     A token can end in the middle of a multi-byte UTF-8 character (a byte-level model emits
     one byte at a time; GPT-2 splits rare characters and emoji over several tokens), so the
     bytes go through an incremental UTF-8 decoder that holds an unfinished character back
-    until its remaining bytes arrive."""
+    until its remaining bytes arrive. On a terminal `out` is a TerminalWriter, which escapes
+    the control characters of each decoded piece (gpt/terminal.py)."""
 
     def __init__(self, tokenizer, out):
         self.token_bytes = lambda i: tokenizer.decode_bytes([i])
@@ -116,6 +118,8 @@ def run(o):
     out = sys.stdout
     if hasattr(out, "reconfigure"):
         out.reconfigure(errors="replace")    # never fail on a terminal that cannot show a character
+    if out.isatty():
+        out = TerminalWriter(out)            # show control characters, do not send them (the prompt's too)
     if o["interactive"]:
         return interactive(model, tokenizer, o, out)
     prompt_ids = encode_prompt(o["prompt"], tokenizer, model.config.block_size)

@@ -20,16 +20,19 @@ from tqdm import tqdm
 
 from bpe.corpus import available_cores
 from gpt.checkpoint import CHECKPOINT_NAME, save_checkpoint, write_json
-from gpt.cli import LineParser, UsageError, number, run_main
+from gpt.cli import LineParser, UsageError, keep_writing_if_closed, number, run_main
 from gpt.config import PRESETS, GPTConfig
-from gpt.data import BatchSampler, load_bpe_corpus, load_byte_corpus, split_tokens
-from gpt.errors import CheckpointError
+from gpt.data import BatchSampler, is_url, load_bpe_corpus, load_byte_corpus, split_tokens
+from gpt.errors import CheckpointError, UserError
 from gpt.export import read_hf_config
 from gpt.generate import generate
 from gpt.loading import hf_tokenizer_meta, load_model, no_tokenizer_error, open_backend, read_checkpoint
+from gpt.memory import check_training_memory
 from gpt.model import GPT
-from gpt.parallel import CPUWorkers, model_buffers, usable_workers
+from gpt.parallel import CPUWorkers, WorkerError, model_buffers, usable_workers
 from gpt.plot import write_loss_plot
+from gpt.rundir import claim_out_dir
+from gpt.terminal import printable
 from gpt.tokenizers import LocalVocab, encode_prompt, make_tokenizer
 from minigrad import KERNELS, AdamW, kernels, lr_at
 
@@ -72,6 +75,7 @@ class TrainConfig:
     target_loss: float | None = None
     out_dir: str = "out"
     resume: bool = False
+    overwrite: bool = False
     bpe_vocab: str | None = None
     bpe_merges: str | None = None
     local_vocab: bool = False
@@ -106,6 +110,8 @@ class TrainConfig:
             raise UsageError(f"--min-lr ({self.min_lr}) must not exceed --lr ({self.lr})")
         if self.target_loss is not None and self.val_fraction == 0:
             raise UsageError("--target-loss needs a validation split; set --val-fraction above 0")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume continues the run in --out-dir and --overwrite replaces it; choose one")
         if self.local_vocab and self.tokenizer == "byte":
             raise UsageError("--local-vocab applies to BPE; add --tokenizer gpt2")
         if self.init_from and not self.resume:
@@ -187,6 +193,8 @@ def build_parser():
     g.add_argument("--seed", type=NONNEG_INT, help=f"seed for init, data order, dropout and samples (default: {d['seed']})")
     g.add_argument("--out-dir", help=f"where the checkpoint, loss curve and config go (default: {d['out_dir']})")
     g.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
+    g.add_argument("--overwrite", action="store_true", help="replace the run saved in --out-dir (its checkpoint, "
+                   "curve and config are deleted); without it or --resume, a run refuses a directory with a checkpoint")
     g.add_argument("--eval-interval", type=POSITIVE_INT, help=f"steps between validation losses and checkpoints (default: {d['eval_interval']})")
     g.add_argument("--eval-steps", type=POSITIVE_INT, help=f"batches averaged for a validation loss (default: {d['eval_steps']})")
     g.add_argument("--target-loss", type=POSITIVE, help="stop once the validation loss is at or below this")
@@ -204,15 +212,16 @@ def build_parser():
 
 def resolve_options(argv):
     """Command line > checkpoint's saved options (with --resume) > TrainConfig's defaults.
-    -> (TrainConfig, the checkpoint's (arrays, meta) with --resume, else None)."""
-    given = vars(build_parser().parse_args(argv))
+    -> (TrainConfig, the gpt.checkpoint.Checkpoint with --resume, else None)."""
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
     opts = asdict(TrainConfig())
     saved = None
     if given.get("resume"):
         out_dir = given.get("out_dir", opts["out_dir"])
         saved = read_checkpoint(out_dir)
-        meta = saved[1]
-        opts.update(TrainConfig.from_saved(meta["options"]))
+        meta = saved.meta
+        opts.update(_checked_options(parser, TrainConfig.from_saved(meta["options"]), saved.path))
         for key in RUN_FIELDS:
             if key in given and key in meta["options"] and given[key] != meta["options"][key]:
                 raise UsageError(f"--resume: the checkpoint in {out_dir} was trained with {key}={meta['options'][key]!r}, "
@@ -227,12 +236,37 @@ def resolve_options(argv):
     if opts["init_from"] and not saved and "tokenizer" not in given and "bpe_vocab" not in given:
         opts.update(_tokenizer_of_hf_dir(opts["init_from"]))
     for path_option in ("data", "bpe_vocab", "bpe_merges", "init_from"):   # a resumed run may start elsewhere
-        if opts[path_option] is not None:
+        if opts[path_option] is not None and not is_url(opts[path_option]):
             opts[path_option] = os.path.abspath(opts[path_option])
-    opts["resume"] = bool(given.get("resume"))
+    opts["resume"], opts["overwrite"] = bool(given.get("resume")), bool(given.get("overwrite"))
     cfg = TrainConfig(**opts)
     cfg.check()
     return cfg, saved
+
+
+def _checked_options(parser, options, path):
+    """A checkpoint's saved options, each held to what its command-line flag accepts (the file
+    is untrusted) -> options."""
+    defaults = asdict(TrainConfig())
+    for action in parser._actions:
+        key = action.dest
+        if key not in options or (options[key] is None and defaults[key] is None):
+            continue
+        value = options[key]
+        if isinstance(action, argparse._StoreTrueAction):
+            ok = isinstance(value, bool)
+        elif action.type is not None:
+            try:
+                ok = not isinstance(value, (bool, str)) and action.type(str(value)) == value
+            except (argparse.ArgumentTypeError, ValueError, TypeError):
+                ok = False
+        else:
+            ok = isinstance(value, str)
+        if not ok or (action.choices is not None and value not in action.choices):
+            raise CheckpointError(f"checkpoint {path} is corrupted: its saved option {key} = {repr(value)[:40]} "
+                                  f"is not what {action.option_strings[0]} accepts; delete it, or point --out-dir "
+                                  "at another run")
+    return options
 
 
 def _tokenizer_of_hf_dir(hf_dir):
@@ -249,7 +283,8 @@ def build_model(cfg, saved, backend, ops, n_workers):
     """-> (model, tokenizer, token stream). A new model's size comes from the options and the
     tokenizer; a checkpoint (--resume) or Hugging Face directory (--init-from) brings its own
     model and tokenizer (gpt.loading), the corpus is then encoded with that tokenizer."""
-    def make_buffers(config):
+    def make_buffers(config):                    # refuse a run that cannot fit before allocating it
+        check_training_memory(config, backend, cfg.batch_size, n_workers)
         return model_buffers(config, backend, n_workers)
     if saved is None and not cfg.init_from:
         tokenizer, tokens = load_tokens(cfg)
@@ -293,7 +328,7 @@ def show_window(ids, tokenizer):
     print(f"first training window ({len(ids)} tokens, {tokenizer.name}):")
     print("ids:", ids)
     print("text:")
-    print(tokenizer.decode(ids))
+    print(printable(tokenizer.decode(ids)))
 
 
 # ---------------------------------------------------------------------------- the run
@@ -326,8 +361,11 @@ class Trainer:
         self.elapsed = 0.0            # training seconds, summed over resumed sessions
         self.stop_signal = None       # the first stop signal received, if any
         self.saved_step = None        # the step of the last checkpoint this session wrote
+        self.pending = []             # this log window's records, their loss and norm not yet read back
+        # ckpt.npz may become ckpt.prev.npz when the next save replaces it: only if it is known good
+        self.keep_previous = saved is not None and saved.path == self.ckpt_path
         if saved is not None:
-            self._restore(*saved)
+            self._restore(saved)
 
     # --- checkpoints and files
 
@@ -338,23 +376,41 @@ class Trainer:
                 "local_vocab": self.tokenizer.to_base.tolist() if local else None,
                 "data_position": {"sampling": self.cfg.sampling, "next_step": self.step, "seed": self.cfg.seed}}
 
-    def _restore(self, arrays, meta):
+    def _restore(self, checkpoint):
         """The optimizer and progress of a checkpoint (the model's parameters are loaded already)."""
+        arrays, meta = checkpoint.arrays, checkpoint.meta
         self.optimizer.load_state_dict({"m": self.backend.asarray(arrays["adam_m"]),
                                         "v": self.backend.asarray(arrays["adam_v"]), "t": meta["step"]})
         self.step, self.elapsed = meta["step"], meta.get("elapsed", 0.0)
-        curve = os.path.join(self.cfg.out_dir, "loss_curve.json")
-        if os.path.exists(curve):
-            with open(curve) as f:
-                self.history = [r for r in json.load(f) if r["step"] <= self.step]
+        history = checkpoint.history if checkpoint.history is not None else self._old_curve()
+        self.history = [r for r in history if r["step"] <= self.step]
+
+    def _old_curve(self):
+        """loss_curve.json, where checkpoints of format 1 kept the curve; [] with a warning when
+        it is unreadable (the curve then restarts; the checkpoint is what matters)."""
+        path = os.path.join(self.cfg.out_dir, "loss_curve.json")
+        if not os.path.exists(path):
+            return []
+        try:
+            with open(path, encoding="utf-8") as f:
+                history = json.load(f)
+            if isinstance(history, list) and all(isinstance(r, dict) and isinstance(r.get("step"), int)
+                                                 for r in history):
+                return history
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            pass
+        print(f"warning: {path} is unreadable; the loss curve restarts at step {self.step}", file=sys.stderr)
+        return []
 
     def save(self):
+        """Checkpoint (with the loss curve inside), then its copies for people: loss_curve.json and
+        the plot. A full disk or a read-only directory stops the run with one line (WriteError)."""
         to_host = self.backend.to_host
         save_checkpoint(self.ckpt_path, to_host(self.model.params), to_host(self.optimizer.m),
-                        to_host(self.optimizer.v), self._meta())
+                        to_host(self.optimizer.v), self._meta(), self.history, keep_previous=self.keep_previous)
+        self.saved_step, self.keep_previous = self.step, True
         write_json(os.path.join(self.cfg.out_dir, "loss_curve.json"), self.history)
         write_loss_plot(os.path.join(self.cfg.out_dir, "loss_curve.svg"), self.history)
-        self.saved_step = self.step
 
     def checkpoint_left(self):
         """What a run that stops now leaves behind, for its last message."""
@@ -399,7 +455,7 @@ class Trainer:
         new = list(generate(self.model, ids, cfg.sample_tokens, cfg.temperature, cfg.top_k, seed=cfg.seed,
                             eot_token=tok.eot_token, vocab_size=tok.vocab_size))
         print(f"--- sample {label} (prompt {cfg.prompt!r}) ---")
-        print(tok.decode(ids + new))
+        print(printable(tok.decode(ids + new)))
         print("---")
 
     def first_window(self):
@@ -414,12 +470,12 @@ class Trainer:
         if cfg.show_window:
             show_window(self.first_window(), self.tokenizer)
             return 0
-        os.makedirs(cfg.out_dir, exist_ok=True)
+        os.makedirs(cfg.out_dir, exist_ok=True)      # main() has claimed it (gpt.rundir) already
         tokens_per_step = cfg.batch_size * self.config.block_size * cfg.grad_accum
         self._print_setup(tokens_per_step)
         if self.step == 0:
             print("first training window:")
-            print(self.tokenizer.decode(self.first_window()))
+            print(printable(self.tokenizer.decode(self.first_window())))
             write_json(os.path.join(cfg.out_dir, "config.json"), {"model": self.config.to_dict(), "options": asdict(cfg)})
             self.sample("before training")
         else:
@@ -433,6 +489,8 @@ class Trainer:
             # A diverging run overflows; _loop reports the non-finite loss itself, in one line.
             with np.errstate(over="ignore", invalid="ignore"):
                 status = self._loop(tokens_per_step)
+        except WorkerError as e:                  # the steps before it are good: keep them
+            raise WorkerError(f"{e}; {self._save_after_fault()}") from None
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -457,8 +515,7 @@ class Trainer:
     def _loop(self, tokens_per_step):
         cfg = self.cfg
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
-        pending = []                  # this window's records, their loss and norm not yet read back
-        window_start = time.perf_counter()
+        self.window_start = time.perf_counter()
         try:                          # the bar ends its line before any error message
             while self.step < cfg.max_steps:
                 loss, lr, norm = self.train_step()           # on the device: not read back yet
@@ -466,19 +523,18 @@ class Trainer:
                 record = {"step": self.step, "train_loss": loss, "val_loss": None, "lr": lr, "grad_norm": norm,
                           "tokens": self.step * tokens_per_step, "elapsed": None}
                 self.history.append(record)
-                pending.append(record)
+                self.pending.append(record)
                 bar.update(1)
                 done = self.step == cfg.max_steps
                 stop = self.stop_signal                     # read once: a signal may arrive any time
                 evaluate = self.val_data is not None and (self.step % cfg.eval_interval == 0 or done)
                 save = done or evaluate or stop is not None or self.step % cfg.eval_interval == 0
                 if save or self.step % cfg.log_interval == 0:
-                    window = time.perf_counter() - window_start     # includes waiting for the device
-                    self._read_back(pending, window)
+                    window = time.perf_counter() - self.window_start    # includes waiting for the device
+                    tokens_per_s = len(self.pending) * tokens_per_step / window
+                    self._read_back(window)
                     bar.set_postfix(loss=f"{record['train_loss']:.4f}", lr=f"{lr:.2e}",
-                                    norm=f"{record['grad_norm']:.2f}",
-                                    tok_s=f"{len(pending) * tokens_per_step / window:,.0f}")
-                    pending = []
+                                    norm=f"{record['grad_norm']:.2f}", tok_s=f"{tokens_per_s:,.0f}")
                 if evaluate:
                     record["val_loss"] = self.evaluate()
                     bar.write(f"step {self.step}: train loss {record['train_loss']:.4f}, "
@@ -488,8 +544,8 @@ class Trainer:
                         done = True
                 if save:
                     self.save()
-                if not pending:
-                    window_start = time.perf_counter()
+                if not self.pending:
+                    self.window_start = time.perf_counter()
                 if stop is not None:
                     bar.close()
                     print(f"stopped by {signal.Signals(stop).name}: saved step {self.step} to {self.ckpt_path}; "
@@ -502,9 +558,12 @@ class Trainer:
         print(f"done: {self.step} steps in {self.elapsed:.0f}s; checkpoint {self.ckpt_path}")
         return 0
 
-    def _read_back(self, records, window):
-        """Turn the records' device losses and norms into floats (one device sync), spread the
-        window's training time over them, and stop with one line if the run diverged."""
+    def _read_back(self, window):
+        """Turn the pending records' device losses and norms into floats (one device sync), spread
+        the window's training time over them, and stop with one line if the run diverged."""
+        records, self.pending = self.pending, []
+        if not records:
+            return
         xp = self.backend.xp
         values = [xp.asarray(v) for r in records for v in (r["train_loss"], r["grad_norm"])]
         host = self.backend.to_host(xp.stack(values))                     # (2 n,) loss, norm, ...
@@ -521,6 +580,16 @@ class Trainer:
                                      f"try {advice}")
 
 
+    def _save_after_fault(self):
+        """Save the last completed step after a worker process died -> what was saved, in words."""
+        try:
+            self._read_back(time.perf_counter() - self.window_start)
+            self.save()
+        except UserError as e:
+            return f"could not save the last step ({e})"
+        return f"saved step {self.step} to {self.ckpt_path}: continue with --resume"
+
+
 class StoppedAtOnce(Exception):
     """A second stop signal arrived: leave now, without finishing the step."""
 
@@ -531,18 +600,25 @@ class StoppedAtOnce(Exception):
 
 def main(argv=None):
     def train():
-        trainer = Trainer(*resolve_options(argv))
+        cfg, saved = resolve_options(argv)
+        run_dir = None if cfg.show_window else claim_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
         try:
-            return trainer.run()
-        except StoppedAtOnce as e:
-            print(f"\nstopped at once by a second {signal.Signals(e.signum).name}; {trainer.checkpoint_left()}",
-                  file=sys.stderr)
-            return 128 + e.signum
+            trainer = Trainer(cfg, saved)
+            try:
+                return trainer.run()
+            except StoppedAtOnce as e:
+                print(f"\nstopped at once by a second {signal.Signals(e.signum).name}; {trainer.checkpoint_left()}",
+                      file=sys.stderr)
+                return 128 + e.signum
+            finally:
+                trainer.workers.close()
         finally:
-            trainer.workers.close()
-    return run_main(train, interrupted="interrupted before training started; nothing was saved",
-                    out_of_memory="lower --batch-size (--grad-accum keeps the tokens per step) or --block-size; "
-                                  "the last checkpoint is unchanged")
+            if run_dir is not None:
+                run_dir.release()
+    with keep_writing_if_closed():               # a closed terminal or `| head` must not stop the run
+        return run_main(train, interrupted="interrupted before training started; nothing was saved",
+                        out_of_memory="lower --batch-size (--grad-accum keeps the tokens per step) or --block-size; "
+                                      "the last checkpoint is unchanged")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def read_bpe_files(vocab_path: str | Path, merges_path: str | Path) -> BPEFiles:
             special_tokens[token] = i
         else:
             raise TokenizerFileError(
-                f"vocab file '{vocab_path}': token {token!r} (id {i}) is not a single byte, not made by any "
+                f"vocab file '{vocab_path}': token {_show(token)} (id {i}) is not a single byte, not made by any "
                 f"merge in '{merges_path}', and not a special token like <|endoftext|>; "
                 "check that the vocab and merges files belong together"
             )
@@ -96,6 +96,22 @@ def _token_bytes(token: str) -> bytes | None:
         return None
 
 
+def _show(value) -> str:
+    """repr(value), cut short past 60 characters: a message quotes a file without dumping it."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_unicode(token: str) -> bool:
+    """False for a string with a lone surrogate (JSON can spell one: "\\ud800"), which no
+    UTF-8 text holds and no encoder can write."""
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_text(path: Path, what: str, expected: str) -> str:
     try:
         return path.read_bytes().decode("utf-8")
@@ -112,21 +128,26 @@ def _read_vocab(path: Path) -> dict[str, int]:
         vocab = json.loads(text)
     except json.JSONDecodeError as e:
         raise TokenizerFileError(f"vocab file '{path}' is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}; give the path of {expected}") from None
+    except RecursionError:
+        raise TokenizerFileError(f"vocab file '{path}' nests too deeply to be a vocabulary; give the path of {expected}") from None
+    except ValueError:  # json's limit on the digits of an int (4300)
+        raise TokenizerFileError(f"vocab file '{path}' has a number too long to be an id; give the path of {expected}") from None
     if not isinstance(vocab, dict) or not vocab:
         raise TokenizerFileError(f"vocab file '{path}' must hold a non-empty JSON object mapping token strings to ids, like vocab.json")
     by_id: dict[int, str] = {}
     for token, i in vocab.items():
         if type(i) is not int:
-            raise TokenizerFileError(f"vocab file '{path}': the id of token {token!r} is {i!r}, not an integer")
+            raise TokenizerFileError(f"vocab file '{path}': the id of token {_show(token)} is {_show(i)}, not an integer")
+        if not 0 <= i < len(vocab):  # with the ids distinct (below), 0..N-1 then has no gaps
+            raise TokenizerFileError(
+                f"vocab file '{path}': the id of token {_show(token)} is {_show(i)}, outside 0..{len(vocab) - 1}; "
+                f"the {len(vocab)} ids must be 0..{len(vocab) - 1} with no gaps"
+            )
         if i in by_id:
-            raise TokenizerFileError(f"vocab file '{path}': id {i} is given to both {by_id[i]!r} and {token!r}; each id must be used once")
+            raise TokenizerFileError(f"vocab file '{path}': id {i} is given to both {_show(by_id[i])} and {_show(token)}; each id must be used once")
+        if not _is_unicode(token):
+            raise TokenizerFileError(f"vocab file '{path}': token {_show(token)} (id {i}) is not valid Unicode (a lone surrogate \\u escape)")
         by_id[i] = token
-    gap = next((i for i in range(len(vocab)) if i not in by_id), None)
-    if gap is not None:
-        raise TokenizerFileError(
-            f"vocab file '{path}': ids must be 0..{len(vocab) - 1} with no gaps, but id {gap} is missing "
-            f"(largest id is {max(by_id)})"
-        )
     return vocab
 
 
@@ -139,17 +160,17 @@ def _read_merges(path: Path, spelled: dict[str, bytes | None], vocab_path: Path)
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise TokenizerFileError(f"merges file '{path}' line {number}: expected two tokens separated by a space, got {line!r}")
+            raise TokenizerFileError(f"merges file '{path}' line {number}: expected two tokens separated by a space, got {_show(line)}")
         left, right = parts
         for token in (left, right, left + right):
             if token not in spelled:
                 raise TokenizerFileError(
-                    f"merges file '{path}' line {number}: token {token!r} of merge {line!r} is not in vocab file "
+                    f"merges file '{path}' line {number}: token {_show(token)} of merge {_show(line)} is not in vocab file "
                     f"'{vocab_path}'; check that the vocab and merges files belong together"
                 )
         if spelled[left + right] is None:
             raise TokenizerFileError(
-                f"merges file '{path}' line {number}: {line!r} has characters outside GPT-2's byte-to-unicode "
+                f"merges file '{path}' line {number}: {_show(line)} has characters outside GPT-2's byte-to-unicode "
                 "alphabet; is this a byte-level BPE file?"
             )
         merges.append((left, right))

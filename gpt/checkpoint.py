@@ -1,39 +1,138 @@
-"""Checkpoints: one .npz file holding the flat parameters, AdamW's moments and a JSON header
-(step, config, tokenizer identity, training settings, data position); and the atomic writes
-of the run's other files.
+"""Checkpoints, and the atomic writes of a run's other files.
 
-Writes are atomic: the file is written under a temporary name, then renamed over the old one,
-so a crash mid-write leaves the previous file intact (the checkpoint is also flushed to disk
-before the rename).
+A checkpoint (ckpt.npz) is a NumPy .npz: an uncompressed zip of .npy arrays,
+
+    params   (N,)    float32 or float64   the flat parameter buffer
+    adam_m   (N,)    the same dtype       AdamW's first moments
+    adam_v   (N,)    the same dtype       AdamW's second moments
+    curve    (S, 7)  float64              the loss curve up to this step, one row per step
+                                          (CURVE_FIELDS; NaN where a step has no value)
+    meta     (M,)    uint8                a UTF-8 JSON object: format, step, config, options,
+                                          tokenizer, elapsed, local_vocab, data_position, and
+                                          sha256: {array name: hex digest of its bytes}
+
+The loss curve lives inside the checkpoint, so the curve a resumed run continues is the
+checkpoint's own by construction; loss_curve.json is a copy for people and plots.
+
+Every checkpoint read is untrusted (load_checkpoint): each array's .npy header is checked
+against the zip entry's size before anything is allocated, so memory and work are bounded by
+the file; the arrays' digests are verified; the metadata's structure, types and ranges are
+checked, and its config must account for exactly the parameters stored; the parameters must
+be finite. Anything wrong is a CheckpointError with one line.
+
+Every write is atomic (atomic_write): a temporary file with a unique name in the same
+directory, flushed to disk, renamed over the old file. A crash mid-write leaves the previous
+file intact, and an OSError (full disk, read-only file system, permissions) removes the
+temporary file and becomes one WriteError line. The checkpoint being replaced is kept as
+ckpt.prev.npz (a hard link made before the rename, so ckpt.npz exists at every moment), and
+load_latest falls back to it, with a warning, when the newest is unusable.
 """
+import errno
+import hashlib
 import json
+import math
 import os
+import re
+import shutil
+import sys
+import tempfile
 import zipfile
+import zlib
+from tokenize import TokenError
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .errors import CheckpointError
+from .config import GPTConfig
+from .errors import CheckpointError, UserError
+from .model import buffer_size
 
 CHECKPOINT_NAME = "ckpt.npz"
+PREVIOUS_NAME = "ckpt.prev.npz"
+FORMAT = 2                       # 1: no curve, no digests (loss_curve.json held the curve)
+CURVE_FIELDS = ("step", "train_loss", "val_loss", "lr", "grad_norm", "tokens", "elapsed")
+STATE_NAMES = ("params", "adam_m", "adam_v")
+FLOAT_DTYPES = (np.dtype("<f4"), np.dtype("<f8"))
+MAX_META_BYTES = 64 << 20        # the JSON header; a GPT-2 checkpoint's is a few hundred KiB
+MAX_SIZE = 1 << 31               # any model dimension or step count above this is not real
+# A temporary file of `replacing`: ".<name>.<8 random characters>.tmp" (tempfile.mkstemp), or
+# "<name>.tmp" of one of the run's files, as versions before unique names wrote them.
+TEMPORARY = re.compile(r"(\..+\.[a-z0-9_]{8}|ckpt\.npz|loss_curve\.json|loss_curve\.svg|config\.json)\.tmp")
 
 
-def save_checkpoint(path, params, adam_m, adam_v, meta):
-    """params, adam_m, adam_v: flat host arrays; meta: a JSON-serializable dict."""
-    tmp = f"{path}.tmp"
-    header = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    with open(tmp, "wb") as f:
-        np.savez(f, params=params, adam_m=adam_m, adam_v=adam_v, meta=header)
+class WriteError(UserError):
+    """A file of the run could not be written; the previous version is intact."""
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def write_advice(e, directory):
+    """What to do about an OSError `e` while writing into `directory`."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full: free some space or choose another --out-dir"
+    if e.errno == errno.EROFS:
+        return "the file system is read-only: choose another --out-dir"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to write in {directory}: fix its permissions or choose another --out-dir"
+    if e.errno == errno.EFBIG:
+        return "the file is larger than this system allows (see ulimit -f)"
+    return "choose another --out-dir"
+
+
+@contextmanager
+def replacing(path):
+    """with replacing(path) as tmp: create the file `tmp` (a unique name beside `path`); on
+    success it is renamed over `path` at once, on any error it is removed and `path` is left
+    untouched. An OSError becomes a WriteError: one line naming the file and what to do."""
+    directory = os.path.dirname(path) or "."
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        os.close(fd)
+        yield tmp
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_directory(directory)                  # the rename itself survives a power cut
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {e.strerror or e}; {write_advice(e, directory)}; "
+                         "the previous version is unchanged") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+
+
+def _fsync_directory(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:                                  # not every platform opens directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_write(path, mode="wb"):
+    """with atomic_write(path) as f: write to f; `path` then holds exactly what was written,
+    flushed to disk, or (on any error) what it held before (see replacing)."""
+    with replacing(path) as tmp, open(tmp, mode) as f:
+        yield f
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_text(path, text):
-    """Write `text` to `path` atomically (a temporary file renamed over it)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    """Write `text` to `path` atomically."""
+    with atomic_write(path, "w") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def write_json(path, obj):
@@ -41,16 +140,251 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=1))
 
 
-def load_checkpoint(path):
-    """-> (dict of flat host arrays 'params', 'adam_m', 'adam_v', meta dict)."""
+def remove_stale_temporaries(directory):
+    """Remove the temporary files that runs killed mid-write left in `directory` -> how many.
+    Only call it while holding the directory (gpt.rundir): another run's are not stale."""
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(directory, name)
+        if TEMPORARY.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+            try:
+                os.remove(path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def digest(array):
+    """Hex sha256 of an array's bytes in C order."""
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+
+
+def curve_array(history):
+    """loss_curve.json records -> the (S, 7) float64 array a checkpoint stores."""
+    rows = [[np.nan if r.get(k) is None else r[k] for k in CURVE_FIELDS] for r in history]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(CURVE_FIELDS))
+
+
+def curve_records(curve):
+    """The inverse of curve_array: rows -> records (step and tokens as ints, NaN as None)."""
+    records = []
+    for row in curve.tolist():
+        r = {k: (None if math.isnan(v) else v) for k, v in zip(CURVE_FIELDS, row)}
+        r["step"], r["tokens"] = int(r["step"]), int(r["tokens"])
+        records.append(r)
+    return records
+
+
+def save_checkpoint(path, params, adam_m, adam_v, meta, history=(), keep_previous=True):
+    """Write a checkpoint atomically. params, adam_m, adam_v: flat host arrays; meta: a JSON-
+    serializable dict (format and digests are added); history: the loss curve's records.
+    keep_previous: keep the checkpoint being replaced as ckpt.prev.npz (pass False when it is
+    not known to be good). Parameters that are not all finite are never written."""
+    if not np.isfinite(params).all():
+        raise CheckpointError(f"not saving {path}: the parameters hold non-finite values (the run diverged); "
+                              "the previous checkpoint is unchanged")
+    arrays = {"params": params, "adam_m": adam_m, "adam_v": adam_v, "curve": curve_array(history)}
+    meta = {**meta, "format": FORMAT, "sha256": {name: digest(a) for name, a in arrays.items()}}
+    header = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays, meta=header)
+        if keep_previous and os.path.isfile(path):
+            _keep_as_previous(path)
+
+
+def _keep_as_previous(path):
+    """ckpt.prev.npz := the current ckpt.npz, which stays in place (a hard link, renamed over
+    the old ckpt.prev.npz; a copy where the file system has no hard links)."""
+    previous = os.path.join(os.path.dirname(path), PREVIOUS_NAME)
+    if os.path.isfile(previous) and os.path.samefile(path, previous):
+        return                  # a save killed between the link and the rename: kept already
+    with replacing(previous) as tmp:
+        os.remove(tmp)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Checkpoint:
+    arrays: dict      # params, adam_m and adam_v (flat host arrays; the moments only when asked)
+    meta: dict        # the JSON header
+    history: list     # the loss curve's records (None: a format-1 checkpoint, which has none)
+    path: str         # the file it came from
+
+
+def load_latest(out_dir, moments=True, warn=None):
+    """out_dir's ckpt.npz, or ckpt.prev.npz (with a warning) when the newest is unusable.
+    moments: also read AdamW's moments (a resumed run needs them; sampling does not).
+    Raises CheckpointError for the newest when neither can be used."""
+    warn = warn or (lambda message: print(message, file=sys.stderr))
+    path, previous = (os.path.join(out_dir, n) for n in (CHECKPOINT_NAME, PREVIOUS_NAME))
+    if not os.path.isfile(path) and not os.path.isfile(previous):
+        raise CheckpointError(f"no checkpoint in {out_dir} (expected {path}); "
+                              f"train one first: python train.py --out-dir {out_dir}")
+    try:
+        return load_checkpoint(path, moments)
+    except CheckpointError as newest:
+        if not os.path.isfile(previous):
+            raise
+        try:
+            kept = load_checkpoint(previous, moments)
+        except CheckpointError:
+            raise newest from None
+        warn(f"warning: {newest}; using the previous checkpoint {previous} (step {kept.meta['step']})")
+        return kept
+
+
+def load_checkpoint(path, moments=True):
+    """One checkpoint file -> Checkpoint; CheckpointError with one line if it is unusable."""
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}; train without --resume first")
+    names = ("params", "adam_m", "adam_v") if moments else ("params",)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("params", "adam_m", "adam_v")}
-            meta = json.loads(z["meta"].tobytes().decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted or truncated ({type(e).__name__}); "
-            "delete it, or point --out-dir at another run") from None
-    return arrays, meta
+        with zipfile.ZipFile(path) as z:
+            meta = _read_meta(z, path)
+            fmt = meta.get("format", 1)
+            if not _is_int(fmt, 1, FORMAT):
+                raise _corrupt(path, f"its format {repr(fmt)[:20]} is not one this version reads (1 to {FORMAT})")
+            want = names + ("curve",) if fmt >= 2 else names
+            arrays = {name: _read_array(z, name, path) for name in want}
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, KeyError,
+            NotImplementedError, RuntimeError, OverflowError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__}); "
+                              "delete it, or point --out-dir at another run") from None
+    _check_meta(meta, arrays, path)
+    curve = arrays.pop("curve", None)
+    if not np.isfinite(arrays["params"]).all():
+        bad = int(np.size(arrays["params"]) - np.isfinite(arrays["params"]).sum())
+        raise CheckpointError(f"{path}: {bad:,} parameters are NaN or infinite; it cannot be resumed, sampled "
+                              "or exported: use an earlier checkpoint or another --out-dir")
+    return Checkpoint(arrays, meta, None if curve is None else curve_records(curve), path)
+
+
+def _corrupt(path, what):
+    return CheckpointError(f"checkpoint {path} is corrupted: {what}; delete it, or point --out-dir at another run")
+
+
+def _member(z, name, path, dtypes):
+    """-> (open .npy entry positioned at its data, shape, dtype), checked against the entry's size."""
+    try:
+        info = z.getinfo(f"{name}.npy")
+    except KeyError:
+        raise _corrupt(path, f"it has no {name!r} array") from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise _corrupt(path, f"its {name!r} array is compressed, which this project never writes")
+    f = z.open(info)
+    try:                                  # the header is a Python literal, parsed by ast.literal_eval
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"version {version}")
+        shape, fortran, dtype = read_header(f)
+    except (ValueError, SyntaxError, TokenError, TypeError, RecursionError):
+        f.close()
+        raise _corrupt(path, f"its {name!r} array has a malformed .npy header") from None
+    if fortran or dtype not in dtypes or dtype.hasobject:
+        raise _corrupt(path, f"its {name!r} array has the wrong layout or dtype ({dtype})")
+    if math.prod(shape) * dtype.itemsize != info.file_size - f.tell():
+        raise _corrupt(path, f"its {name!r} array's shape {list(shape)} does not fit the bytes stored")
+    return f, shape, dtype
+
+
+def _read_array(z, name, path):
+    dtypes = (np.dtype("<f8"),) if name == "curve" else FLOAT_DTYPES
+    f, shape, dtype = _member(z, name, path, dtypes)
+    with f:
+        array = np.empty(shape, dtype)
+        view = memoryview(array.reshape(-1)).cast("B")
+        filled = 0
+        while filled < len(view):                        # zipfile checks the entry's CRC at its end
+            n = f.readinto(view[filled:])
+            if not n:
+                raise _corrupt(path, f"its {name!r} array is truncated")
+            filled += n
+    return array
+
+
+def _read_meta(z, path):
+    f, shape, _ = _member(z, "meta", path, (np.dtype("u1"),))
+    with f:
+        if len(shape) != 1 or shape[0] > MAX_META_BYTES:
+            raise _corrupt(path, "its metadata has the wrong shape or size")
+        raw = f.read(shape[0])
+    try:
+        meta = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _corrupt(path, "its metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise _corrupt(path, "its metadata is not a JSON object")
+    return meta
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_int(v, lo=0, hi=MAX_SIZE):
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_meta(meta, arrays, path):
+    """The metadata's structure, types and ranges, and its agreement with the arrays."""
+    def need(ok, what):
+        if not ok:
+            raise _corrupt(path, what)
+    need(_is_int(meta.get("step")), "its step is not a non-negative integer")
+    config = meta.get("config")
+    need(isinstance(config, dict), "it has no model config")
+    for f in fields(GPTConfig):
+        value = config.get(f.name)
+        if f.name == "dropout":
+            need(_is_number(value) and 0 <= value < 1, "its config's dropout is not in [0, 1)")
+        else:
+            need(_is_int(value, 1), f"its config's {f.name} is not a positive integer below {MAX_SIZE}")
+    need(config["n_embd"] % config["n_head"] == 0, "its config's n_embd is not divisible by n_head")
+    options = meta.get("options")
+    need(isinstance(options, dict), "it has no training options")
+    need(options.get("tokenizer") in ("byte", "gpt2"), "its options name no known tokenizer")
+    for key in ("bpe_vocab", "bpe_merges"):
+        need(options.get(key) is None or isinstance(options[key], str), f"its option {key} is not a path")
+    need(isinstance(meta.get("tokenizer", ""), str), "its tokenizer identity is not a string")
+    need(_is_number(meta.get("elapsed", 0.0)) and meta.get("elapsed", 0.0) >= 0, "its elapsed time is not a number")
+    local = meta.get("local_vocab")
+    need(local is None or (isinstance(local, list) and 0 < len(local) <= config["vocab_size"]
+                           and all(_is_int(i) for i in local) and local == sorted(set(local))),
+         "its local vocabulary is not a sorted list of distinct token ids")
+    params = arrays["params"]
+    n = buffer_size(GPTConfig.from_dict(config))
+    need(params.ndim == 1 and params.size == n,
+         f"it holds {params.size:,} parameters but its config needs {n:,}")
+    for name in ("adam_m", "adam_v"):
+        if name in arrays:
+            need(arrays[name].shape == params.shape and arrays[name].dtype == params.dtype,
+                 f"its {name} does not match the parameters")
+    if meta.get("format", 1) >= 2:
+        sha = meta.get("sha256")
+        need(isinstance(sha, dict), "it has no array digests")
+        curve = arrays["curve"]
+        need(curve.ndim == 2 and curve.shape[1] == len(CURVE_FIELDS), "its loss curve has the wrong shape")
+        for name, array in arrays.items():
+            need(sha.get(name) == digest(array), f"the digest of its {name!r} array does not match (damaged on disk?)")

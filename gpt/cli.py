@@ -3,12 +3,13 @@ import argparse
 import math
 import os
 import sys
+from contextlib import contextmanager
 
 from minigrad.backend import out_of_memory_message
 
 from .errors import UsageError, UserError
 
-__all__ = ["LineParser", "UsageError", "UserError", "number", "run_main"]
+__all__ = ["LineParser", "UsageError", "UserError", "keep_writing_if_closed", "number", "run_main"]
 
 
 class LineParser(argparse.ArgumentParser):
@@ -49,3 +50,47 @@ def run_main(body, interrupted="interrupted", out_of_memory="use a smaller model
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+
+
+class _SurvivingStream:
+    """A text stream that turns into /dev/null once its reader is gone (a closed pipe, a hung-up
+    terminal, a full disk under a redirect): writing to it never raises."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError:
+            self._drop()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except OSError:
+            self._drop()
+
+    def _drop(self):
+        devnull = open(os.devnull, "w")
+        try:                         # the interpreter's flush at exit then goes nowhere, quietly
+            os.dup2(devnull.fileno(), self._stream.fileno())
+        except (OSError, ValueError):
+            pass
+        self._stream = devnull
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def keep_writing_if_closed():
+    """Within it, sys.stdout and sys.stderr survive their readers (train.py: a run piped into
+    `head`, or whose terminal closed, goes on training and saving)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _SurvivingStream(sys.stdout), _SurvivingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved

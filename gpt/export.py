@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from .checkpoint import CheckpointError  # noqa: F401  (importable from here, as
 from .config import GPTConfig
 from .errors import HFFormatError, UserError
 from .model import GPT, parameter_shapes
-from .safetensors import SafetensorsError, load_file, save_file
+from .safetensors import SafetensorsError, load_file, read_header, save_file, short_repr, strict_json
 from .tokenizers import LocalVocab
 
 WEIGHTS_NAME = "model.safetensors"
@@ -132,7 +133,7 @@ def export_checkpoint(out_dir, hf_dir):
     """out_dir/ckpt.npz -> a Hugging Face directory hf_dir. Returns the model's config."""
     from .loading import load_model, open_backend     # here: gpt.loading imports this module
     loaded = load_model(open_backend("cpu", "float32"), out_dir=out_dir)
-    options = loaded.meta["options"]
+    options = loaded.checkpoint.meta["options"]
     bpe_files = (options["bpe_vocab"], options["bpe_merges"]) if options.get("bpe_vocab") else None
     try:
         export_hf(loaded.model, hf_dir, loaded.tokenizer, bpe_files)
@@ -144,29 +145,47 @@ def export_checkpoint(out_dir, hf_dir):
 # ----------------------------------------------------------------------------- import
 
 
+# Every file of the directory is untrusted, and the work is ordered so that it stays bounded by
+# the files' sizes: config.json is checked field by field, then the safetensors headers are read
+# (no tensor data), then the config is held against the headers' names and shapes; only then is
+# the model allocated (n_layer x 12 n_embd^2 floats: the config alone must never decide that).
+
+MAX_SIZE = 2 ** 31 - 1            # the largest n_layer, n_embd, n_positions, ... config.json may give
+SIZE_FIELDS = {                   # GPTConfig field: (config.json name, GPT2Config default)
+    "n_layer": ("n_layer", 12), "n_head": ("n_head", 12), "n_embd": ("n_embd", 768),
+    "block_size": ("n_positions", 1024), "vocab_size": ("vocab_size", 50257),
+}
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
+class HFTensor(NamedTuple):
+    """A tensor as a safetensors header describes it, before any of its data is read."""
+    path: str                     # the file holding it
+    stored: str                   # its name in that file ("transformer.h.0.ln_1.weight" or "h.0.ln_1.weight")
+    dtype: str                    # a safetensors dtype name
+    shape: tuple
+
+
 def read_hf_config(hf_dir) -> GPTConfig:
     """hf_dir/config.json (a transformers GPT2Config) -> GPTConfig.
 
     Missing fields take GPT2Config's defaults, as transformers does. Raises HFFormatError when
-    the file is absent or unreadable, or describes a model that is not exactly our GPT-2
-    (another architecture, another activation or LayerNorm epsilon, untied head, ...)."""
-    path = os.path.join(hf_dir, "config.json")
+    the file is absent or unreadable, when a size is not an integer from 1 to MAX_SIZE, or when
+    it describes a model that is not exactly our GPT-2 (another architecture, another
+    activation or LayerNorm epsilon, untied head, ...)."""
+    path = _file_in(hf_dir, "config.json")
     if not os.path.isfile(path):
         raise HFFormatError(f"{hf_dir}: no config.json; expected a Hugging Face GPT-2 directory "
                             f"(config.json + {WEIGHTS_NAME})")
-    try:
-        with open(path, encoding="utf-8") as f:
-            hf = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HFFormatError(f"{path}: cannot read it as JSON ({e})") from None
+    hf = _read_json(path)
     if not isinstance(hf, dict) or hf.get("model_type") != "gpt2":
         kind = hf.get("model_type") if isinstance(hf, dict) else None
-        raise HFFormatError(f"{path}: model_type is {kind!r}, not 'gpt2'; only GPT-2 models can be loaded")
-    n_embd = hf.get("n_embd", 768)
+        raise HFFormatError(f"{path}: model_type is {short_repr(kind)}, not 'gpt2'; only GPT-2 models can be loaded")
+    sizes = {field: _size(path, name, hf.get(name, default)) for field, (name, default) in SIZE_FIELDS.items()}
     required = {                       # field: (value this project's GPT-2 needs, GPT2Config default)
         "activation_function": (GELU_TANH, "gelu_new"),
         "layer_norm_epsilon": ((1e-5,), 1e-5),
-        "n_inner": ((None, 4 * n_embd), None),
+        "n_inner": ((None, 4 * sizes["n_embd"]), None),
         "scale_attn_weights": ((True,), True),
         "scale_attn_by_inverse_layer_idx": ((False,), False),
         "add_cross_attention": ((False,), False),
@@ -174,51 +193,169 @@ def read_hf_config(hf_dir) -> GPTConfig:
     }
     for field, (allowed, default) in required.items():
         if hf.get(field, default) not in allowed:
-            raise HFFormatError(f"{path}: {field} is {hf[field]!r}; this project's GPT-2 needs "
+            raise HFFormatError(f"{path}: {field} is {short_repr(hf[field])}; this project's GPT-2 needs "
                                 f"{' or '.join(map(repr, allowed))}")
+    dropout = hf.get("resid_pdrop", 0.1)
+    if type(dropout) not in (int, float):
+        raise HFFormatError(f"{path}: resid_pdrop is {short_repr(dropout)}, not a number")
+    cfg = GPTConfig(**sizes, dropout=float(dropout))
     try:
-        cfg = GPTConfig(n_layer=hf.get("n_layer", 12), n_head=hf.get("n_head", 12), n_embd=n_embd,
-                        block_size=hf.get("n_positions", 1024), vocab_size=hf.get("vocab_size", 50257),
-                        dropout=float(hf.get("resid_pdrop", 0.1)))
         cfg.validate()
-    except (TypeError, ValueError) as e:
+    except ValueError as e:
         raise HFFormatError(f"{path}: not a usable GPT-2 config ({e})") from None
     return cfg
 
 
-def read_hf_weights(hf_dir):
-    """{name as in our state dict: host array} from model.safetensors (or its shards).
+def _size(path, name, value):
+    """A size field of config.json: an int (not a bool, float or string) from 1 to MAX_SIZE."""
+    if type(value) is not int:
+        raise HFFormatError(f"{path}: {name} is {short_repr(value)}, not an integer")
+    if not 1 <= value <= MAX_SIZE:
+        raise HFFormatError(f"{path}: {name} is {short_repr(value)}; it must be from 1 to {MAX_SIZE:,}")
+    return value
 
-    Accepts GPT2LMHeadModel names ("transformer.h.0...") and GPT2Model names ("h.0..."); skips
-    the attention-mask buffers old checkpoints carry (".attn.bias" of 4 dims, ".attn.masked_bias")
-    and a "lm_head.weight" that repeats wte (an untied head is an error)."""
-    single, index = os.path.join(hf_dir, WEIGHTS_NAME), os.path.join(hf_dir, WEIGHTS_INDEX_NAME)
+
+def _read_json(path):
+    try:
+        with open(path, "rb") as f:
+            return strict_json(f.read().decode("utf-8"))
+    except OSError as e:
+        raise HFFormatError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:                              # UnicodeDecodeError, strict_json's errors
+        raise HFFormatError(f"{path}: cannot read it as JSON ({e})") from None
+
+
+def _file_in(hf_dir, name):
+    """hf_dir/name, after checking that it does not lead out of hf_dir through a link. A snapshot
+    of the Hugging Face cache (.../models--org--name/snapshots/REVISION) is made of links into
+    .../models--org--name/blobs, so there the whole models--org--name folder counts."""
+    root = os.path.realpath(hf_dir)
+    if os.path.basename(os.path.dirname(root)) == "snapshots":
+        root = os.path.dirname(os.path.dirname(root))
+    path = os.path.join(hf_dir, name)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise HFFormatError(f"{path} is a link to a file outside {hf_dir}; refusing to read it")
+    return path
+
+
+def _weight_files(hf_dir):
+    """{path: None} for model.safetensors, else {shard path: the stored tensor names the index
+    places in it} from model.safetensors.index.json."""
+    single = _file_in(hf_dir, WEIGHTS_NAME)
     if os.path.isfile(single):
-        files = [single]
-    elif os.path.isfile(index):
+        return {single: None}
+    index = _file_in(hf_dir, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(index):
+        return _read_shard_index(hf_dir, index)
+    pickled = [n for n in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
+               if os.path.isfile(os.path.join(hf_dir, n))]
+    hint = (f"; it has only {pickled[0]}: re-save it with transformers' "
+            "model.save_pretrained(dir, safe_serialization=True)") if pickled else ""
+    raise HFFormatError(f"{hf_dir}: no {WEIGHTS_NAME}{hint}")
+
+
+def _read_shard_index(hf_dir, index):
+    """The index is {"weight_map": {tensor name: shard file name}, ...}; each shard must be a
+    plain file name (no folder, no "..") of a file in hf_dir."""
+    weight_map = _read_json(index)
+    weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+    if not (isinstance(weight_map, dict) and weight_map and all(isinstance(s, str) for s in weight_map.values())):
+        raise HFFormatError(f"{index}: expected a JSON object with a non-empty \"weight_map\" from tensor names "
+                            "to shard file names")
+    shards = {}
+    for name, shard in weight_map.items():
+        shards.setdefault(shard, set()).add(name)
+    files = {}
+    for shard, names in shards.items():
+        if shard in ("", ".", "..") or os.path.basename(shard) != shard or "\0" in shard:
+            raise HFFormatError(f"{index}: shard {short_repr(shard)} is not a file name; shards must be "
+                                f"files in {hf_dir} itself")
+        path = _file_in(hf_dir, shard)
+        if not os.path.isfile(path):
+            raise HFFormatError(f"{index}: shard {short_repr(shard)} is not a file in {hf_dir}")
+        files[path] = names
+    return files
+
+
+def read_hf_tensors(hf_dir):
+    """{name as in our state dict: HFTensor} from the headers of model.safetensors (or its
+    shards, each holding exactly the tensors the index places in it); no tensor data is read.
+
+    Accepts GPT2LMHeadModel names ("transformer.h.0...") and GPT2Model names ("h.0..."), and
+    skips the attention-mask buffers old checkpoints carry (".attn.bias" of 4 dims,
+    ".attn.masked_bias")."""
+    tensors = {}
+    for path, listed in _weight_files(hf_dir).items():
         try:
-            with open(index, encoding="utf-8") as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise HFFormatError(f"{index}: malformed shard index ({e})") from None
-        files = [os.path.join(hf_dir, s) for s in shards]
-    else:
-        pickled = [n for n in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
-                   if os.path.isfile(os.path.join(hf_dir, n))]
-        hint = (f"; it has only {pickled[0]}: re-save it with transformers' "
-                "model.save_pretrained(dir, safe_serialization=True)") if pickled else ""
-        raise HFFormatError(f"{hf_dir}: no {WEIGHTS_NAME}{hint}")
-    state = {}
-    for path in files:
-        try:
-            tensors = load_file(path)
+            header, _, _ = read_header(path)
         except (SafetensorsError, OSError) as e:
             raise HFFormatError(str(e)) from None
-        for name, value in tensors.items():
-            name = name[len(PREFIX):] if name.startswith(PREFIX) else name
-            if name.endswith(".attn.masked_bias") or (name.endswith(".attn.bias") and value.ndim == 4):
+        if listed is not None and set(header) != listed:
+            stray = sorted(set(header) ^ listed)[0]
+            raise HFFormatError(f"{os.path.join(hf_dir, WEIGHTS_INDEX_NAME)} and {path} disagree: the index "
+                                f"{'does not place' if stray in header else 'places'} {short_repr(stray)} in that shard")
+        for stored, info in header.items():
+            name = stored[len(PREFIX):] if stored.startswith(PREFIX) else stored
+            if name.endswith(".attn.masked_bias") or (name.endswith(".attn.bias") and len(info["shape"]) == 4):
                 continue                                       # causal-mask buffers, not parameters
-            state[name] = value
+            if name in tensors:
+                raise HFFormatError(f"{hf_dir}: tensor {short_repr(name)} is stored twice, as "
+                                    f"{short_repr(tensors[name].stored)} and {short_repr(stored)}")
+            tensors[name] = HFTensor(path, stored, info["dtype"], tuple(info["shape"]))
+    return tensors
+
+
+def check_tensors(hf_dir, cfg, tensors):
+    """Raise HFFormatError unless `tensors` (read_hf_tensors) are exactly the model `cfg`
+    describes: the same names, the shapes cfg implies (wte without padding), floating point.
+    A "lm_head.weight" must have wte's shape (read_hf_weights checks it repeats wte).
+
+    The work is bounded by the header, not by cfg: n_layer is held against the layers present
+    before the names it implies are listed."""
+    layers = {name.split(".")[1] for name in tensors if name.startswith("h.")}
+    if cfg.n_layer > len(layers):
+        raise HFFormatError(f"{hf_dir}: config.json has n_layer {cfg.n_layer}, but the weights hold "
+                            f"{len(layers)} layers")
+    expected = dict(parameter_shapes(cfg))
+    expected["wte.weight"] = (cfg.vocab_size, cfg.n_embd)                # the file has no padding
+    head = tensors.get("lm_head.weight")
+    if head is not None and head.shape != expected["wte.weight"]:
+        raise HFFormatError(f"{hf_dir}: lm_head.weight has shape {list(head.shape)}, not wte.weight's "
+                            f"{list(expected['wte.weight'])}; this project's GPT-2 ties the head to wte")
+    missing = [n for n in expected if n not in tensors]
+    unexpected = [n for n in tensors if n not in expected and n != "lm_head.weight"]
+    if missing or unexpected:
+        what = f"is missing {missing[0]!r}" if missing else f"has an unexpected tensor {short_repr(unexpected[0])}"
+        raise HFFormatError(f"{hf_dir}: the weights do not match config.json: it {what} "
+                            f"({len(missing)} missing, {len(unexpected)} unexpected)")
+    for name, shape in expected.items():
+        if tensors[name].shape != shape:
+            raise HFFormatError(f"{hf_dir}: {name} has shape {short_repr(list(tensors[name].shape))}, "
+                                f"config.json implies {list(shape)}")
+        if tensors[name].dtype not in FLOAT_DTYPES:
+            raise HFFormatError(f"{hf_dir}: {name} is {tensors[name].dtype}, expected floating point "
+                                f"({', '.join(FLOAT_DTYPES)})")
+
+
+def read_hf_weights(hf_dir, tensors=None):
+    """{name as in our state dict: host array} from model.safetensors (or its shards).
+
+    tensors: read_hf_tensors(hf_dir), if already read. Every value must be finite, and a
+    "lm_head.weight" must repeat wte (an untied head is an error); it is not returned."""
+    tensors = read_hf_tensors(hf_dir) if tensors is None else tensors
+    by_file = {}
+    for name, tensor in tensors.items():
+        by_file.setdefault(tensor.path, {})[tensor.stored] = name
+    state = {}
+    for path, names in by_file.items():
+        try:
+            arrays = load_file(path)
+        except (SafetensorsError, OSError) as e:
+            raise HFFormatError(str(e)) from None
+        state.update((name, arrays[stored]) for stored, name in names.items())
+    for name, value in state.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise HFFormatError(f"{hf_dir}: {short_repr(name)} holds NaN or infinite values; the file is corrupted")
     head = state.pop("lm_head.weight", None)
     if head is not None and "wte.weight" in state and not np.array_equal(head, state["wte.weight"]):
         raise HFFormatError(f"{hf_dir}: lm_head.weight differs from wte.weight; this project's GPT-2 "
@@ -233,25 +370,14 @@ def load_hf_gpt2(hf_dir, backend, dropout=None, ops=None, make_buffers=None) -> 
     ops: the model's kernels (minigrad.kernels; default the fast ones). make_buffers: config ->
     {"params", "grads"} zero buffers to build the model on (gpt.parallel.model_buffers).
     Raises HFFormatError (a ValueError) with a one-line reason when files are missing or do
-    not describe exactly the model the config promises."""
+    not describe exactly the model the config promises; that is known from config.json and the
+    safetensors headers alone, before the model is allocated or any tensor data is read."""
     cfg = read_hf_config(hf_dir)
     if dropout is not None:
         cfg = cfg.replace(dropout=dropout)
-    state = read_hf_weights(hf_dir)
-    expected = dict(parameter_shapes(cfg))
-    expected["wte.weight"] = (cfg.vocab_size, cfg.n_embd)                # the file has no padding
-    missing = [n for n in expected if n not in state]
-    unexpected = [n for n in state if n not in expected]
-    if missing or unexpected:
-        what = f"is missing {missing[0]}" if missing else f"has an unexpected tensor {unexpected[0]}"
-        raise HFFormatError(f"{hf_dir}: the weights do not match config.json: it {what} "
-                            f"({len(missing)} missing, {len(unexpected)} unexpected)")
-    for name, shape in expected.items():
-        if tuple(state[name].shape) != shape:
-            raise HFFormatError(f"{hf_dir}: {name} has shape {list(state[name].shape)}, config.json "
-                                f"implies {list(shape)}")
-        if state[name].dtype.kind != "f":
-            raise HFFormatError(f"{hf_dir}: {name} is {state[name].dtype}, expected floating point")
+    tensors = read_hf_tensors(hf_dir)
+    check_tensors(hf_dir, cfg, tensors)
+    state = read_hf_weights(hf_dir, tensors)
     model = GPT(cfg, backend, seed=None, ops=ops, **(make_buffers(cfg) if make_buffers else {}))
     model.load_state_dict(state)
     return model

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from minigrad import Backend, DeviceError
 
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .checkpoint import Checkpoint, load_latest
 from .config import GPTConfig
 from .errors import CheckpointError, DeviceChoiceError, HFFormatError, TokenizerChoiceError
 from .export import LOCAL_VOCAB_NAME, load_hf_gpt2, read_hf_config
@@ -42,17 +42,13 @@ def open_backend(device="auto", dtype="float32"):
 class Loaded:
     model: GPT
     tokenizer: object
-    meta: dict | None = None        # a checkpoint's header (step, config, options, ...); None for HF
-    arrays: dict | None = None      # a checkpoint's flat host arrays: params, adam_m, adam_v
+    checkpoint: Checkpoint | None = None    # what a checkpoint held (arrays, meta, history); None for HF
 
 
-def read_checkpoint(out_dir):
-    """out_dir/ckpt.npz -> (arrays, meta); CheckpointError when it is missing or unreadable."""
-    path = os.path.join(out_dir, CHECKPOINT_NAME)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint in {out_dir} (expected {path}); "
-                              f"train one first: python train.py --out-dir {out_dir}")
-    return load_checkpoint(path)
+def read_checkpoint(out_dir, moments=True) -> Checkpoint:
+    """out_dir's checkpoint (gpt.checkpoint.load_latest); CheckpointError when it is missing or
+    unusable."""
+    return load_latest(out_dir, moments)
 
 
 def hf_tokenizer_meta(hf_dir, vocab_size):
@@ -90,9 +86,9 @@ def _same_tokenizer_options(a, b):
 def load_model(backend, out_dir=None, hf_dir=None, *, checkpoint=None, tokenizer_options=None, ops=None,
                make_buffers=None, dropout=None) -> Loaded:
     """Our checkpoint in out_dir, or the Hugging Face directory hf_dir -> Loaded(model, tokenizer,
-    meta, arrays) (meta and arrays only for a checkpoint).
+    checkpoint) (the checkpoint only when loading one).
 
-    checkpoint: (arrays, meta) already read from out_dir (train.py --resume reads its options first).
+    checkpoint: a Checkpoint already read from out_dir (train.py --resume reads its options first).
     tokenizer_options: HF only: {"tokenizer", "bpe_vocab", "bpe_merges"} to use instead of the
     directory's own tokenizer (train.py --init-from with --tokenizer); options equal to the
     directory's own keep its tokenizer (with its local vocabulary, if any).
@@ -102,8 +98,8 @@ def load_model(backend, out_dir=None, hf_dir=None, *, checkpoint=None, tokenizer
     Raises CheckpointError / HFFormatError (both UserErrors) with a one-line reason."""
     if hf_dir is not None:
         return _load_hf(backend, hf_dir, tokenizer_options, ops, make_buffers, dropout)
-    arrays, meta = checkpoint if checkpoint is not None else read_checkpoint(out_dir)
-    path = os.path.join(out_dir, CHECKPOINT_NAME)
+    checkpoint = checkpoint or read_checkpoint(out_dir, moments=False)
+    meta, path = checkpoint.meta, checkpoint.path
     try:
         tokenizer = tokenizer_from_meta(meta)
     except TokenizerChoiceError as e:
@@ -111,13 +107,10 @@ def load_model(backend, out_dir=None, hf_dir=None, *, checkpoint=None, tokenizer
     if meta.get("tokenizer", tokenizer.identity) != tokenizer.identity:
         raise CheckpointError(f"{path} was trained with tokenizer {meta['tokenizer']}, but its tokenizer files "
                               f"now give {tokenizer.identity}; restore those files or use another --out-dir")
-    config = GPTConfig.from_dict(meta["config"])
+    config = GPTConfig.from_dict(meta["config"])        # load_latest checked it fits the parameters
     model = GPT(config, backend, seed=None, ops=ops, **(make_buffers(config) if make_buffers else {}))
-    if arrays["params"].size != model.params.size:
-        raise CheckpointError(f"{path} holds {arrays['params'].size:,} parameters but its config "
-                              f"needs {model.params.size:,}; the checkpoint is corrupted")
-    model.params[...] = backend.asarray(arrays["params"], dtype=backend.dtype)
-    return Loaded(model, tokenizer, meta, arrays)
+    model.params[...] = backend.asarray(checkpoint.arrays["params"], dtype=backend.dtype)
+    return Loaded(model, tokenizer, checkpoint)
 
 
 def _load_hf(backend, hf_dir, tokenizer_options, ops, make_buffers, dropout):

@@ -11,10 +11,14 @@ A .safetensors file is three parts, back to back:
 That is all: no pickling (loading never runs code), and a reader can memory-map the data and
 view each tensor in place. We read with np.memmap, so opening a 500 MB checkpoint copies
 nothing until a tensor is used.
+
+A file is untrusted input: read_header checks the whole header (types, sizes, offsets against
+the file's size) before anything uses it, and every problem is one SafetensorsError line.
 """
 import json
 import math
 import os
+import reprlib
 import struct
 
 import numpy as np
@@ -28,6 +32,7 @@ DTYPES = {
 }
 NAMES = {dt: name for name, dt in DTYPES.items() if name != "BF16"}   # for writing
 MAX_HEADER_BYTES = 100 * 1024 * 1024     # the reference implementation's limit
+MAX_DIMS = 32                            # NumPy 1.x's most dimensions (2.x allows 64)
 
 
 class SafetensorsError(ValueError):
@@ -60,45 +65,150 @@ def save_file(tensors, path, metadata=None):
 
 
 def read_header(path):
-    """-> (header dict without __metadata__, metadata dict, byte offset where the data starts)."""
+    """-> (header, metadata, byte offset where the data starts), the header checked in full:
+    {name: {"dtype": one of DTYPES, "shape": [n, ...], "data_offsets": [begin, end]}} with
+    shape a list of at most MAX_DIMS non-negative integers, end - begin = prod(shape) x the
+    dtype's size, and the tensors tiling the data exactly: sorted by offset, each begins where
+    the one before ends, the first at 0 and the last at the end of the file (the reference
+    library's rule: no overlaps, no holes, no trailing bytes). metadata is {str: str}.
+
+    Raises SafetensorsError with one line naming the file and the tensor; the work is bounded
+    by the file's size (the header is read whole only once the file is seen to hold it)."""
     with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
         first = f.read(8)
         if len(first) < 8:
             raise SafetensorsError(f"{path}: too short to be a safetensors file")
         (n,) = struct.unpack("<Q", first)
         if n > MAX_HEADER_BYTES:
             raise SafetensorsError(f"{path}: header length {n} is implausible; not a safetensors file")
-        raw = f.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise SafetensorsError(f"{path}: the header is not valid JSON; not a safetensors file") from None
-    if len(raw) < n or not isinstance(header, dict):
-        raise SafetensorsError(f"{path}: truncated or malformed header")
-    metadata = header.pop("__metadata__", None) or {}
+        if 8 + n > file_size:
+            raise SafetensorsError(f"{path}: the header claims {n} bytes but the file has only {file_size}; "
+                                   "it is truncated or not a safetensors file")
+        header = _parse_json(path, f.read(n))
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise SafetensorsError(f"{path}: __metadata__ must map strings to strings, not {short_repr(metadata)}")
+    data_size = file_size - 8 - n
+    for name, info in header.items():
+        _check_entry(path, name, info)
+    _check_tiling(path, header, data_size)
     return header, metadata, 8 + n
+
+
+def short_repr(value, limit=80):
+    """repr(value) in at most `limit` characters, so that an error message can quote what a file
+    holds (a tensor name, a shape) and stay one short line. reprlib keeps it cheap: it never
+    renders more than a few items of a list or dict, nor more than the first digits of an int."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlevel = 2
+
+
+def strict_json(text):
+    """json.loads for untrusted files. Raises ValueError with a one-line reason for what Python's
+    json accepts beyond JSON (NaN, Infinity), duplicate keys (JSON leaves their meaning open),
+    integers of more than 20 digits (past uint64, and slow to convert) and nesting too deep to
+    parse (json's RecursionError)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_int=_short_int, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _parse_json(path, raw):
+    """The header's bytes -> a dict (strict_json)."""
+    try:
+        header = strict_json(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise SafetensorsError(f"{path}: the header is not UTF-8 (bad byte at offset {8 + e.start}); "
+                               "not a safetensors file") from None
+    except ValueError as e:
+        raise SafetensorsError(f"{path}: the header is not valid JSON ({e}); not a safetensors file") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{path}: the header is {short_repr(header)}, not a JSON object of tensors")
+    return header
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _short_int(digits):
+    if len(digits) > 20:                                          # 2**64 has 20 digits
+        raise ValueError(f"an integer of {len(digits)} digits")
+    return int(digits)
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {short_repr(key)} appears twice")
+        out[key] = value
+    return out
+
+
+def _is_count(value):
+    """A JSON non-negative integer (true and false are Python ints too, but not counts)."""
+    return type(value) is int and value >= 0
+
+
+def _check_entry(path, name, info):
+    """One tensor's entry: the fields, their types, and shape agreeing with data_offsets."""
+    where = f"{path}: tensor {short_repr(name)}"
+    if not (isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"}):
+        raise SafetensorsError(f"{where} is described by {short_repr(info)}, not an object with exactly "
+                               "dtype, shape and data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not (isinstance(dtype, str) and dtype in DTYPES):
+        raise SafetensorsError(f"{where} has dtype {short_repr(dtype)}; expected one of {', '.join(DTYPES)}")
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(map(_is_count, shape))):
+        raise SafetensorsError(f"{where} has shape {short_repr(shape)}; expected a list of at most "
+                               f"{MAX_DIMS} non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
+            and offsets[0] <= offsets[1]):
+        raise SafetensorsError(f"{where} has data_offsets {short_repr(offsets)}; expected [begin, end] "
+                               "with 0 <= begin <= end")
+    itemsize = DTYPES[dtype].itemsize
+    if math.prod(d for d in shape if d) * itemsize >= 2 ** 63:      # NumPy refuses it, even when empty
+        raise SafetensorsError(f"{where} has shape {short_repr(shape)}, too large for any array")
+    begin, end = offsets
+    if end - begin != math.prod(shape) * itemsize:
+        raise SafetensorsError(f"{where}: shape {short_repr(shape)} of {dtype} needs {math.prod(shape) * itemsize} bytes, "
+                               f"but data_offsets {begin}..{end} hold {end - begin}")
+
+
+def _check_tiling(path, header, data_size):
+    """The tensors' byte ranges, sorted, must cover [0, data_size) exactly once."""
+    position = 0
+    for name, (begin, end) in sorted(((n, i["data_offsets"]) for n, i in header.items()), key=lambda t: t[1]):
+        if begin != position:
+            what = "overlaps the tensor before it" if begin < position else f"leaves a hole at bytes {position}..{begin}"
+            raise SafetensorsError(f"{path}: tensor {short_repr(name)} at bytes {begin}..{end} of the data {what}")
+        position = end
+    if position != data_size:
+        raise SafetensorsError(f"{path}: the tensors end at byte {position} of the data, but the file holds "
+                               f"{data_size} bytes of data" + (" (truncated file?)" if position > data_size else ""))
 
 
 def load_file(path):
     """-> {name: host array}. F16/F64/integer tensors keep their dtype (convert as needed);
     BF16 comes back as float32, exactly (a bfloat16 is the top half of a float32)."""
     header, _, start = read_header(path)
-    size = os.path.getsize(path) - start                            # bytes of tensor data
+    size = max((info["data_offsets"][1] for info in header.values()), default=0)   # = the data's size
     data = np.empty(0, np.uint8)
     if size:                                                         # a plain view of the mapping
-        data = np.memmap(path, dtype=np.uint8, mode="r", offset=start).view(np.ndarray)
+        data = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(size,)).view(np.ndarray)
     out = {}
     for name, info in header.items():
-        try:
-            dtype = DTYPES[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"{path}: malformed entry for tensor {name!r}: {info}") from None
-        if end - begin != math.prod(shape) * dtype.itemsize or not 0 <= begin <= end <= data.size:
-            raise SafetensorsError(f"{path}: tensor {name!r} has offsets {begin}..{end} that do not fit "
-                                   f"its shape {list(shape)} x {info['dtype']} or the file size (truncated file?)")
-        array = data[begin:end].view(dtype).reshape(shape)
+        begin, end = info["data_offsets"]
+        array = data[begin:end].view(DTYPES[info["dtype"]]).reshape(info["shape"])
         out[name] = _bf16_to_f32(array) if info["dtype"] == "BF16" else array
     return out
 

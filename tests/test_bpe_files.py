@@ -63,7 +63,9 @@ def test_malformed_json(files):
 def test_ids_must_be_contiguous_integers(files):
     vocab, merges = files
     edit_vocab(vocab, lambda v: v.update({EOT: 300}))
-    assert "id 259 is missing" in load_error(vocab, merges)
+    assert "is 300, outside 0..259" in load_error(vocab, merges)
+    edit_vocab(vocab, lambda v: v.update({EOT: -1}))
+    assert "is -1, outside 0..259" in load_error(vocab, merges)
     edit_vocab(vocab, lambda v: v.update({EOT: 0}))
     assert "id 0 is given to both" in load_error(vocab, merges)
     edit_vocab(vocab, lambda v: v.update({EOT: "259"}))
@@ -107,3 +109,31 @@ def test_characters_outside_the_byte_alphabet(files):
     merges.write_text(merges.read_text(encoding="utf-8") + "a 中\n", encoding="utf-8")
     message = load_error(vocab, merges)
     assert "line 5" in message and "byte-to-unicode" in message
+
+
+@pytest.mark.parametrize("entry, word", [
+    ('"<|x|>": ' + "9" * 5000, "number too long to be an id"),           # past json's 4300-digit limit
+    ('"<|x|>": ' + "9" * 4000, "outside 0..260"),
+    ('"<|x|>": ' + "[" * 100_000 + "]" * 100_000, "nests too deeply"),
+    ('"<|x|>": NaN', "not an integer"),
+    ('"<|x|>": 260.0', "not an integer"),
+    ('"<|\\ud800|>": 260', "not valid Unicode"),                            # a lone surrogate, spelled in JSON
+    ('"a\\udfff": 260', "not valid Unicode"),
+])
+def test_crafted_vocab_entries(files, entry, word):
+    """Each crafted entry added to a valid vocab.json gives one short line (no traceback)."""
+    vocab, merges = files
+    vocab.write_text(vocab.read_text(encoding="utf-8")[:-1] + ", " + entry + "}", encoding="utf-8")
+    message = load_error(vocab, merges)
+    assert word in message and len(message) < 300
+
+
+def test_messages_quote_huge_tokens_and_lines_briefly(files):
+    vocab, merges = files
+    edit_vocab(vocab, lambda v: v.update({"q" * 100_000: 260}))
+    message = load_error(vocab, merges)
+    assert "qqq..." in message and len(message) < 400
+    edit_vocab(vocab, lambda v: v.pop("q" * 100_000))
+    merges.write_text("#version: 0.2\na b\n" + "x" * 100_000 + " y\n", encoding="utf-8")
+    message = load_error(vocab, merges)
+    assert "line 3" in message and "xxx..." in message and len(message) < 400

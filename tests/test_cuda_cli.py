@@ -130,20 +130,33 @@ def test_export_init_from_and_sampling_with_and_without_the_kv_cache(cuda, tmp_p
     assert len(set(generated.values())) == 1, generated
 
 
-def test_out_of_device_memory_is_one_line_and_keeps_the_checkpoint(tmp_path):
-    """A step that does not fit the GPU (the stand-in's, shrunk to 20 MB): exit 2, one line
-    with what was asked, what the device has and what to lower; the checkpoint is unchanged."""
+# The run of the out-of-memory tests: as train.py, or with the memory estimate turned off so that
+# the step itself runs out (gpt.memory.available() None: nothing is known, nothing is checked).
+TRAIN_WITHOUT_ESTIMATE = ("import sys, gpt.memory, train; gpt.memory.available = lambda backend: None; "
+                          "sys.exit(train.main(sys.argv[1:]))")
+
+
+@pytest.mark.parametrize("estimate", [True, False], ids=["refused-by-the-estimate", "out-of-memory-in-a-step"])
+def test_out_of_device_memory_is_one_line_and_keeps_the_checkpoint(tmp_path, estimate):
+    """A run that does not fit the GPU (the stand-in's, shrunk to 20 MB): exit 2, one line
+    with what was asked, what the device has and what to lower; the checkpoint is unchanged.
+    The memory estimate refuses it before allocating; without the estimate, the step's
+    allocation fails with the same kind of line."""
     env = dict(os.environ, PYTHONPATH=str(STANDIN), XDG_CACHE_HOME=str(tmp_path / "cache"))
     args = [*FAST, "--batch-size", "512", "--sample-tokens", "0", "--out-dir", tmp_path, "--device", "cuda"]
     run("train.py", *args, "--max-steps", "2", env=env)
     saved = params(tmp_path)
     env["CUPY_STANDIN_MEMORY_LIMIT"] = str(20 * 10**6)
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args), "--resume", "--max-steps", "4"],
+    script = [str(ROOT / "train.py")] if estimate else ["-c", TRAIN_WITHOUT_ESTIMATE]
+    result = subprocess.run([sys.executable, *script, *map(str, args), "--resume", "--max-steps", "4"],
                             capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("error:")]
     assert len(errors) == 1
     line = errors[0]
-    assert line.startswith("error: the GPU ran out of memory: an allocation of ")
-    assert "of its 19 MiB" in line and "--batch-size" in line and "--grad-accum" in line
+    if estimate:
+        assert line.startswith("error: the run needs about ") and "but the GPU has 19 MiB available" in line
+    else:
+        assert line.startswith("error: the GPU ran out of memory: an allocation of ") and "of its 19 MiB" in line
+    assert "--batch-size" in line and "--grad-accum" in line
     np.testing.assert_array_equal(params(tmp_path), saved)

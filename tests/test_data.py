@@ -121,7 +121,7 @@ def test_training_with_gpt2_full_vocabulary(tmp_path, capsys):
     (tmp_path / "c.txt").write_text(TEXT)
     out = tmp_path / "run"
     assert train.main(FAST + ["--tokenizer", "gpt2", "--data", str(tmp_path / "c.txt"), "--out-dir", str(out)]) == 0
-    arrays, meta = load_checkpoint(str(out / "ckpt.npz"))
+    meta = load_checkpoint(str(out / "ckpt.npz")).meta
     assert meta["config"]["vocab_size"] == 50257 and meta["local_vocab"] is None
     assert "vocab_size=50257" in capsys.readouterr().out
 
@@ -131,7 +131,7 @@ def test_training_with_local_vocab_saves_the_mapping(tmp_path, gpt2):
     out = tmp_path / "run"
     assert train.main(FAST + ["--tokenizer", "gpt2", "--local-vocab", "--data", str(tmp_path / "c.txt"),
                               "--out-dir", str(out)]) == 0
-    _, meta = load_checkpoint(str(out / "ckpt.npz"))
+    meta = load_checkpoint(str(out / "ckpt.npz")).meta
     mapping = meta["local_vocab"]
     assert meta["config"]["vocab_size"] == len(mapping) == len(set(gpt2.encode_ordinary(TEXT))) + 1
     tokenizer = tokenizer_from_meta(meta)

@@ -220,8 +220,8 @@ def _break(tmp_path, what):
     ("no config", "no config.json"), ("bad json", "JSON"), ("no weights", "no model.safetensors"),
     ("pickle only", "pytorch_model.bin"), ("llama", "model_type is 'llama'"), ("relu", "activation_function"),
     ("eps", "layer_norm_epsilon"), ("untied config", "tie_word_embeddings"), ("n_inner", "n_inner"),
-    ("wrong size", "shape"), ("wrong vocab", "wte.weight has shape"), ("missing tensor", "missing h.1.mlp.c_fc.bias"),
-    ("extra tensor", "unexpected tensor h.2.ln_1.weight"), ("untied head", "lm_head.weight differs"),
+    ("wrong size", "shape"), ("wrong vocab", "wte.weight has shape"), ("missing tensor", "missing 'h.1.mlp.c_fc.bias'"),
+    ("extra tensor", "unexpected tensor 'h.2.ln_1.weight'"), ("untied head", "lm_head.weight differs"),
     ("int weights", "floating point"),
 ])
 def test_bad_hf_directories_raise_a_clear_error(tmp_path, what, message):

@@ -1,5 +1,8 @@
 """sample.py end to end (subprocesses), plus its streaming UTF-8 decoder in process."""
+import contextlib
 import io
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +71,24 @@ def test_greedy_is_the_same_with_and_without_kv_cache_and_from_the_hf_export(run
 def test_num_samples(run_dir):
     run = sample("--out-dir", run_dir, "--prompt", "x", "--max-new-tokens", 5, "--num-samples", 3)
     assert run.returncode == 0 and run.stdout.count("--- sample ") == 3
+
+
+def test_control_characters_are_escaped_on_a_terminal_and_kept_in_a_pipe(run_dir):
+    args = [sys.executable, "sample.py", "--out-dir", run_dir, "--prompt", "a\x1b[2Jb\x07", "--max-new-tokens", 0]
+    piped = subprocess.run(list(map(str, args)), cwd=ROOT, capture_output=True, timeout=120)
+    assert piped.returncode == 0 and piped.stdout == b"a\x1b[2Jb\x07\n"         # a file gets the exact text
+    terminal, child_end = pty.openpty()
+    try:
+        run = subprocess.run(list(map(str, args)), cwd=ROOT, stdout=child_end, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(child_end)
+    assert run.returncode == 0, run.stderr
+    shown = b""
+    with contextlib.suppress(OSError):                       # EIO once the child's end is closed and drained
+        while piece := os.read(terminal, 4096):
+            shown += piece
+    os.close(terminal)
+    assert shown.startswith(b"a\\x1b[2Jb\\x07\r\n") and b"\x1b" not in shown
 
 
 def test_long_prompt_keeps_its_last_tokens_with_a_note(run_dir):

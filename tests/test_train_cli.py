@@ -85,13 +85,13 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch)
     with monkeypatch.context() as m:
         m.setattr(train.Trainer, "train_step", _interrupting_step(7))
         assert train.main(args + ["--out-dir", str(tmp_path / "split")]) == 130
-    assert load_checkpoint(str(tmp_path / "split" / "ckpt.npz"))[1]["step"] == 7
+    assert load_checkpoint(str(tmp_path / "split" / "ckpt.npz")).meta["step"] == 7
     assert train.main(["--resume", "--out-dir", str(tmp_path / "split")]) == 0
-    full, meta_full = load_checkpoint(str(tmp_path / "full" / "ckpt.npz"))
-    split, meta_split = load_checkpoint(str(tmp_path / "split" / "ckpt.npz"))
-    assert meta_full["step"] == meta_split["step"] == 12
+    full = load_checkpoint(str(tmp_path / "full" / "ckpt.npz"))
+    split = load_checkpoint(str(tmp_path / "split" / "ckpt.npz"))
+    assert full.meta["step"] == split.meta["step"] == 12
     for key in ("params", "adam_m", "adam_v"):
-        assert np.array_equal(full[key], split[key]), key
+        assert np.array_equal(full.arrays[key], split.arrays[key]), key
     curve = json.loads((tmp_path / "split" / "loss_curve.json").read_text())
     assert [r["step"] for r in curve] == list(range(1, 13))
 
@@ -100,7 +100,7 @@ def test_resume_can_extend_a_finished_run(tmp_path):
     out = str(tmp_path / "run")
     assert train.main(FAST + ["--max-steps", "3", "--out-dir", out]) == 0
     assert train.main(["--resume", "--max-steps", "5", "--out-dir", out]) == 0
-    assert load_checkpoint(os.path.join(out, "ckpt.npz"))[1]["step"] == 5
+    assert load_checkpoint(os.path.join(out, "ckpt.npz")).meta["step"] == 5
 
 
 def start_run(out, *extra):
@@ -126,7 +126,7 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits(tmp_path, stop):
     assert proc.returncode == 128 + stop, stderr
     assert "Traceback" not in stderr
     assert f"stopped by {stop.name}: saved step" in stdout
-    step = load_checkpoint(str(out / "ckpt.npz"))[1]["step"]
+    step = load_checkpoint(str(out / "ckpt.npz")).meta["step"]
     assert 0 < step < 100000
 
 
@@ -141,7 +141,7 @@ def test_a_second_signal_stops_at_once_and_says_what_was_saved(tmp_path):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and "nothing was saved" not in stderr + stdout
-    saved = load_checkpoint(str(out / "ckpt.npz"))[1]["step"]
+    saved = load_checkpoint(str(out / "ckpt.npz")).meta["step"]
     assert ("stopped at once by a second SIGTERM; the checkpoint of step" in stderr
             or f"stopped by SIGTERM: saved step {saved}" in stdout)
 
@@ -273,9 +273,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
                      "--grad-clip", "0", "--out-dir", out)
     assert_clean_error(result, "at step")
     failed_step = int(result.stderr.split("at step ")[1].split(";")[0])
-    arrays, meta = load_checkpoint(str(out / "ckpt.npz"))
-    assert meta["step"] == failed_step - 1
-    assert np.all(np.isfinite(arrays["params"]))
+    kept = load_checkpoint(str(out / "ckpt.npz"))
+    assert kept.meta["step"] == failed_step - 1
+    assert np.all(np.isfinite(kept.arrays["params"]))
 
 
 # ---------------------------------------------------------------------------- --init-from
@@ -288,7 +288,7 @@ def test_init_from_a_hugging_face_directory_continues_training(tmp_path, trained
                                          "--max-steps", "2", "--sample-tokens", "0"])
     trainer = train.Trainer(opts, saved)
     assert opts.tokenizer == "byte"                          # a 256-token model without BPE files
-    exported, _ = load_checkpoint(str(trained / "ckpt.npz"))
+    exported = load_checkpoint(str(trained / "ckpt.npz")).arrays
     assert np.array_equal(trainer.backend.to_host(trainer.model.params), exported["params"])
     assert trainer.run() == 0
 
@@ -309,18 +309,19 @@ def test_init_from_an_exported_local_vocabulary_model(tmp_path):
     bpe = FAST[:-6] + ["--tokenizer", "gpt2", "--data", str(corpus)]
     assert train.main(bpe + ["--local-vocab", "--max-steps", "2", "--out-dir", str(tmp_path / "a")]) == 0
     export_checkpoint(str(tmp_path / "a"), str(tmp_path / "hf"))
-    first = load_checkpoint(str(tmp_path / "a" / "ckpt.npz"))[1]
+    first = load_checkpoint(str(tmp_path / "a" / "ckpt.npz")).meta
     out = str(tmp_path / "b")
     assert train.main(["--data", str(corpus), "--init-from", str(tmp_path / "hf"), "--batch-size", "4",
                        "--sample-tokens", "5", "--eval-steps", "2", "--max-steps", "2", "--out-dir", out]) == 0
-    meta = load_checkpoint(os.path.join(out, "ckpt.npz"))[1]
+    meta = load_checkpoint(os.path.join(out, "ckpt.npz")).meta
     assert meta["tokenizer"] == first["tokenizer"] and meta["local_vocab"] == first["local_vocab"]
     assert train.main(["--resume", "--max-steps", "3", "--out-dir", out]) == 0
-    assert load_checkpoint(os.path.join(out, "ckpt.npz"))[1]["step"] == 3
+    assert load_checkpoint(os.path.join(out, "ckpt.npz")).meta["step"] == 3
 
 
 def test_tokenizer_mismatches_are_the_same_error_in_train_and_sample(tmp_path, trained):
-    arrays, meta = load_checkpoint(str(trained / "ckpt.npz"))
+    saved = load_checkpoint(str(trained / "ckpt.npz"))
+    arrays, meta = saved.arrays, saved.meta
     meta["tokenizer"] = "byte-999"                         # not what the tokenizer options give now
     save_checkpoint(str(trained / "ckpt.npz"), arrays["params"], arrays["adam_m"], arrays["adam_v"], meta)
     sample_options = {**sample.DEFAULTS, "out_dir": str(trained), "device": "cpu"}
@@ -347,7 +348,7 @@ def test_reference_kernels_train_to_the_same_losses(tmp_path):
     for key in ("train_loss", "grad_norm"):
         np.testing.assert_allclose([r[key] for r in curves["reference"]], [r[key] for r in curves["fast"]],
                                    rtol=1e-4, err_msg=key)
-    assert load_checkpoint(str(tmp_path / "reference" / "ckpt.npz"))[1]["options"]["kernels"] == "reference"
+    assert load_checkpoint(str(tmp_path / "reference" / "ckpt.npz")).meta["options"]["kernels"] == "reference"
 
 
 def test_more_workers_than_cores_are_capped_with_a_note(tmp_path):

@@ -1,0 +1,135 @@
+"""An --out-dir belongs to one run at a time.
+
+claim_out_dir(out_dir, resume, overwrite) is called before a run writes anything:
+
+    - out_dir must be a directory (it is created when missing);
+    - a run that is not --resume'd refuses a directory that already holds a checkpoint,
+      changing nothing, unless --overwrite says to replace that run (its files go);
+    - the run then holds an exclusive lock (flock) on out_dir/.lock for its lifetime; a second
+      run on the same directory is refused with one line naming the holder's pid and host.
+      The kernel drops the lock when the holder's process ends, however it ends (kill -9
+      included), so a lock is never stale; the file itself stays;
+    - temporary files that a killed run left behind are removed (under the lock, they cannot
+      be another live run's).
+
+Every refusal is a RunDirError: one line, and exit status 2 from the command-line tools.
+"""
+import json
+import os
+import socket
+import time
+
+from .checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, WriteError, remove_stale_temporaries, write_advice
+from .errors import UserError
+
+try:
+    import fcntl
+except ImportError:                    # Windows: no flock; the run there is not locked
+    fcntl = None
+
+LOCK_NAME = ".lock"
+RUN_FILES = (CHECKPOINT_NAME, PREVIOUS_NAME, "loss_curve.json", "loss_curve.svg", "config.json")
+
+
+class RunDirError(UserError):
+    """The --out-dir cannot be used by this run; the message says why and what to do."""
+
+
+class RunDir:
+    """A claimed --out-dir: holds its lock until release() or the end of the process."""
+
+    def __init__(self, path, lock_fd):
+        self.path, self._lock_fd = path, lock_fd
+
+    def release(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)                     # closing the file drops the flock
+            self._lock_fd = None
+
+
+def has_checkpoint(out_dir):
+    return any(os.path.isfile(os.path.join(out_dir, n)) for n in (CHECKPOINT_NAME, PREVIOUS_NAME))
+
+
+def _refuse_existing_run(out_dir):
+    raise RunDirError(f"--out-dir {out_dir} already holds a run's checkpoint; add --resume to continue it, "
+                      "--overwrite to replace it, or choose another --out-dir")
+
+
+def claim_out_dir(out_dir, resume=False, overwrite=False):
+    """Make out_dir this run's (see the module docstring) -> RunDir."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise RunDirError(f"--out-dir {out_dir} is a file, not a directory; choose another --out-dir")
+    if not (resume or overwrite) and has_checkpoint(out_dir):      # refused before touching anything
+        _refuse_if_locked(out_dir)                      # a live run there: that is the news
+        _refuse_existing_run(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        lock_fd = os.open(os.path.join(out_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise _unusable(out_dir, e) from None
+    run_dir = RunDir(out_dir, lock_fd)
+    try:
+        _lock(lock_fd, out_dir)
+        if not (resume or overwrite) and has_checkpoint(out_dir):    # a run that ended meanwhile
+            _refuse_existing_run(out_dir)
+        removed = remove_stale_temporaries(out_dir) + remove_stale_temporaries(os.path.join(out_dir, "cache"))
+        if removed:
+            print(f"note: removed {removed} temporary file(s) that an interrupted run left in {out_dir}")
+        if overwrite:
+            for name in RUN_FILES:
+                path = os.path.join(out_dir, name)
+                if os.path.isfile(path):
+                    os.remove(path)
+    except OSError as e:
+        run_dir.release()
+        raise _unusable(out_dir, e) from None
+    except BaseException:
+        run_dir.release()
+        raise
+    return run_dir
+
+
+def _unusable(out_dir, e):
+    return WriteError(f"cannot use --out-dir {out_dir}: {e.strerror or e}; {write_advice(e, out_dir)}")
+
+
+def _refuse_if_locked(out_dir):
+    """RunDirError naming the holder if a live run holds out_dir's lock (the file is not created)."""
+    try:
+        fd = os.open(os.path.join(out_dir, LOCK_NAME), os.O_RDWR)
+    except OSError:
+        return
+    try:
+        _lock(fd, out_dir, record=False)
+    finally:
+        os.close(fd)
+
+
+def _lock(fd, out_dir, record=True):
+    """Take the exclusive lock on the open lock file `fd` and (if `record`) write who holds it."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunDirError(f"--out-dir {out_dir} is in use by another run ({_holder(fd)}); wait for it to "
+                          "finish, stop it, or choose another --out-dir") from None
+    except OSError as e:                                # a file system without locks
+        raise RunDirError(f"cannot lock --out-dir {out_dir}: {e.strerror or e}; choose a directory on a "
+                          "local file system") from None
+    if not record:
+        return
+    holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                         "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, holder.encode(), 0)
+
+
+def _holder(fd):
+    """'pid 123 on host h, started ...' from the lock file (written by the holder)."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        return f"pid {int(info['pid'])} on host {str(info['host'])[:64]}, started {str(info['started'])[:20]}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its pid is not recorded yet"

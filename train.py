@@ -33,6 +33,7 @@ from gpt.parallel import CPUWorkers, WorkerError, model_buffers, usable_workers
 from gpt.plot import write_loss_plot
 from gpt.rundir import claim_out_dir
 from gpt.terminal import printable
+from gpt.untrusted import short_repr
 from gpt.tokenizers import LocalVocab, encode_prompt, make_tokenizer
 from minigrad import KERNELS, AdamW, kernels, lr_at
 
@@ -263,7 +264,7 @@ def _checked_options(parser, options, path):
         else:
             ok = isinstance(value, str)
         if not ok or (action.choices is not None and value not in action.choices):
-            raise CheckpointError(f"checkpoint {path} is corrupted: its saved option {key} = {repr(value)[:40]} "
+            raise CheckpointError(f"checkpoint {path} is corrupted: its saved option {key} = {short_repr(value)} "
                                   f"is not what {action.option_strings[0]} accepts; delete it, or point --out-dir "
                                   "at another run")
     return options

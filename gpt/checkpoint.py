@@ -47,6 +47,7 @@ import numpy as np
 from .config import GPTConfig
 from .errors import CheckpointError, UserError
 from .model import buffer_size
+from .untrusted import short_repr, strict_json
 
 CHECKPOINT_NAME = "ckpt.npz"
 PREVIOUS_NAME = "ckpt.prev.npz"
@@ -257,7 +258,7 @@ def load_checkpoint(path, moments=True):
             meta = _read_meta(z, path)
             fmt = meta.get("format", 1)
             if not _is_int(fmt, 1, FORMAT):
-                raise _corrupt(path, f"its format {repr(fmt)[:20]} is not one this version reads (1 to {FORMAT})")
+                raise _corrupt(path, f"its format {short_repr(fmt)} is not one this version reads (1 to {FORMAT})")
             want = names + ("curve",) if fmt >= 2 else names
             arrays = {name: _read_array(z, name, path) for name in want}
     except CheckpointError:
@@ -327,16 +328,12 @@ def _read_meta(z, path):
             raise _corrupt(path, "its metadata has the wrong shape or size")
         raw = f.read(shape[0])
     try:
-        meta = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _corrupt(path, "its metadata is not valid JSON") from None
+        meta = strict_json(raw.decode("utf-8"))
+    except ValueError as e:                              # UnicodeDecodeError, strict_json's errors
+        raise _corrupt(path, f"its metadata is not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise _corrupt(path, "its metadata is not a JSON object")
     return meta
-
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not JSON")
 
 
 def _is_int(v, lo=0, hi=MAX_SIZE):

@@ -35,7 +35,8 @@ from .checkpoint import CheckpointError  # noqa: F401  (importable from here, as
 from .config import GPTConfig
 from .errors import HFFormatError, UserError
 from .model import GPT, parameter_shapes
-from .safetensors import SafetensorsError, load_file, read_header, save_file, short_repr, strict_json
+from .safetensors import SafetensorsError, load_file, read_header, save_file
+from .untrusted import short_repr, strict_json
 from .tokenizers import LocalVocab
 
 WEIGHTS_NAME = "model.safetensors"
@@ -173,11 +174,11 @@ def read_hf_config(hf_dir) -> GPTConfig:
     the file is absent or unreadable, when a size is not an integer from 1 to MAX_SIZE, or when
     it describes a model that is not exactly our GPT-2 (another architecture, another
     activation or LayerNorm epsilon, untied head, ...)."""
-    path = _file_in(hf_dir, "config.json")
+    path = file_in_dir(hf_dir, "config.json")
     if not os.path.isfile(path):
         raise HFFormatError(f"{hf_dir}: no config.json; expected a Hugging Face GPT-2 directory "
                             f"(config.json + {WEIGHTS_NAME})")
-    hf = _read_json(path)
+    hf = read_json_file(path)
     if not isinstance(hf, dict) or hf.get("model_type") != "gpt2":
         kind = hf.get("model_type") if isinstance(hf, dict) else None
         raise HFFormatError(f"{path}: model_type is {short_repr(kind)}, not 'gpt2'; only GPT-2 models can be loaded")
@@ -215,7 +216,7 @@ def _size(path, name, value):
     return value
 
 
-def _read_json(path):
+def read_json_file(path):
     try:
         with open(path, "rb") as f:
             return strict_json(f.read().decode("utf-8"))
@@ -225,7 +226,7 @@ def _read_json(path):
         raise HFFormatError(f"{path}: cannot read it as JSON ({e})") from None
 
 
-def _file_in(hf_dir, name):
+def file_in_dir(hf_dir, name):
     """hf_dir/name, after checking that it does not lead out of hf_dir through a link. A snapshot
     of the Hugging Face cache (.../models--org--name/snapshots/REVISION) is made of links into
     .../models--org--name/blobs, so there the whole models--org--name folder counts."""
@@ -241,10 +242,10 @@ def _file_in(hf_dir, name):
 def _weight_files(hf_dir):
     """{path: None} for model.safetensors, else {shard path: the stored tensor names the index
     places in it} from model.safetensors.index.json."""
-    single = _file_in(hf_dir, WEIGHTS_NAME)
+    single = file_in_dir(hf_dir, WEIGHTS_NAME)
     if os.path.isfile(single):
         return {single: None}
-    index = _file_in(hf_dir, WEIGHTS_INDEX_NAME)
+    index = file_in_dir(hf_dir, WEIGHTS_INDEX_NAME)
     if os.path.isfile(index):
         return _read_shard_index(hf_dir, index)
     pickled = [n for n in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
@@ -257,7 +258,7 @@ def _weight_files(hf_dir):
 def _read_shard_index(hf_dir, index):
     """The index is {"weight_map": {tensor name: shard file name}, ...}; each shard must be a
     plain file name (no folder, no "..") of a file in hf_dir."""
-    weight_map = _read_json(index)
+    weight_map = read_json_file(index)
     weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
     if not (isinstance(weight_map, dict) and weight_map and all(isinstance(s, str) for s in weight_map.values())):
         raise HFFormatError(f"{index}: expected a JSON object with a non-empty \"weight_map\" from tensor names "
@@ -270,7 +271,7 @@ def _read_shard_index(hf_dir, index):
         if shard in ("", ".", "..") or os.path.basename(shard) != shard or "\0" in shard:
             raise HFFormatError(f"{index}: shard {short_repr(shard)} is not a file name; shards must be "
                                 f"files in {hf_dir} itself")
-        path = _file_in(hf_dir, shard)
+        path = file_in_dir(hf_dir, shard)
         if not os.path.isfile(path):
             raise HFFormatError(f"{index}: shard {short_repr(shard)} is not a file in {hf_dir}")
         files[path] = names

@@ -14,7 +14,6 @@ they find the same tokenizer in the same place and fail with the same error:
 Both spell the tokenizer as a checkpoint's meta does ({"options": {...}, "local_vocab": ...}),
 and `tokenizer_from_meta` builds it.
 """
-import json
 import os
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from minigrad import Backend, DeviceError
 from .checkpoint import Checkpoint, load_latest
 from .config import GPTConfig
 from .errors import CheckpointError, DeviceChoiceError, HFFormatError, TokenizerChoiceError
-from .export import LOCAL_VOCAB_NAME, load_hf_gpt2, read_hf_config
+from .export import LOCAL_VOCAB_NAME, file_in_dir, load_hf_gpt2, read_hf_config, read_json_file
 from .model import GPT
 from .tokenizers import tokenizer_from_meta
 
@@ -54,16 +53,12 @@ def read_checkpoint(out_dir, moments=True) -> Checkpoint:
 def hf_tokenizer_meta(hf_dir, vocab_size):
     """The tokenizer a Hugging Face directory holds, as {"options": {...}, "local_vocab": ...}
     (a checkpoint's spelling), or None when it has no tokenizer files and vocab_size is not 256."""
-    vocab, merges, local = (os.path.join(hf_dir, n) for n in ("vocab.json", "merges.txt", LOCAL_VOCAB_NAME))
+    vocab, merges, local = (file_in_dir(hf_dir, n) for n in ("vocab.json", "merges.txt", LOCAL_VOCAB_NAME))
     if os.path.isfile(vocab) and os.path.isfile(merges):
         return {"options": {"tokenizer": "gpt2", "bpe_vocab": vocab, "bpe_merges": merges}, "local_vocab": None}
     if os.path.isfile(local):
-        try:
-            with open(local, encoding="utf-8") as f:
-                mapping = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise HFFormatError(f"{local}: cannot read it as JSON ({e})") from None
-        if not (isinstance(mapping, list) and mapping and all(isinstance(i, int) for i in mapping)
+        mapping = read_json_file(local)
+        if not (isinstance(mapping, list) and mapping and all(type(i) is int and i >= 0 for i in mapping)
                 and mapping == sorted(set(mapping))):
             raise HFFormatError(f"{local}: expected a sorted list of distinct GPT-2 token ids")
         return {"options": {"tokenizer": "gpt2", "bpe_vocab": None, "bpe_merges": None}, "local_vocab": mapping}

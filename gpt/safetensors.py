@@ -18,10 +18,11 @@ the file's size) before anything uses it, and every problem is one SafetensorsEr
 import json
 import math
 import os
-import reprlib
 import struct
 
 import numpy as np
+
+from .untrusted import short_repr, strict_json
 
 # safetensors dtype name -> NumPy dtype of the stored bytes (little-endian). BF16 has no NumPy
 # type: it is read as uint16 and widened to float32 (see _bf16_to_f32).
@@ -97,30 +98,6 @@ def read_header(path):
     return header, metadata, 8 + n
 
 
-def short_repr(value, limit=80):
-    """repr(value) in at most `limit` characters, so that an error message can quote what a file
-    holds (a tensor name, a shape) and stay one short line. reprlib keeps it cheap: it never
-    renders more than a few items of a list or dict, nor more than the first digits of an int."""
-    text = _REPR.repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-_REPR.maxlevel = 2
-
-
-def strict_json(text):
-    """json.loads for untrusted files. Raises ValueError with a one-line reason for what Python's
-    json accepts beyond JSON (NaN, Infinity), duplicate keys (JSON leaves their meaning open),
-    integers of more than 20 digits (past uint64, and slow to convert) and nesting too deep to
-    parse (json's RecursionError)."""
-    try:
-        return json.loads(text, parse_constant=_no_constant, parse_int=_short_int, object_pairs_hook=_no_duplicates)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
 def _parse_json(path, raw):
     """The header's bytes -> a dict (strict_json)."""
     try:
@@ -133,25 +110,6 @@ def _parse_json(path, raw):
     if not isinstance(header, dict):
         raise SafetensorsError(f"{path}: the header is {short_repr(header)}, not a JSON object of tensors")
     return header
-
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _short_int(digits):
-    if len(digits) > 20:                                          # 2**64 has 20 digits
-        raise ValueError(f"an integer of {len(digits)} digits")
-    return int(digits)
-
-
-def _no_duplicates(pairs):
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {short_repr(key)} appears twice")
-        out[key] = value
-    return out
 
 
 def _is_count(value):

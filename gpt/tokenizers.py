@@ -96,6 +96,9 @@ def tokenizer_from_meta(meta):
     o = meta["options"]
     tokenizer = make_tokenizer(o["tokenizer"], o.get("bpe_vocab"), o.get("bpe_merges"))
     if meta.get("local_vocab") is not None:
+        if max(meta["local_vocab"]) >= tokenizer.vocab_size:
+            raise TokenizerChoiceError(f"the local vocabulary names token id {max(meta['local_vocab'])}, but the "
+                                       f"{tokenizer.name} tokenizer has only {tokenizer.vocab_size} ids")
         tokenizer = LocalVocab(tokenizer, meta["local_vocab"])
     return tokenizer
 

@@ -438,3 +438,24 @@ def test_fuzz_hf_directory(pristine, scratch, data):
             event("HFFormatError")
             assert "\n" not in str(e) and len(str(e)) < MAX_MESSAGE, str(e)
     assert peak.bytes < 2**20 + 16 * len(pristine[1]), peak.bytes
+
+
+# ----------------------------------------------------------------------------- the tokenizer of a directory
+
+
+@pytest.mark.parametrize("text, word", ids=["out-of-range", "bool", "deep", "huge-int"], argvalues=[
+    ("[0, 5, 99999999]", "has only"), ("[true, 5]", "sorted list"), ("[" * 100000, "nested too deeply"),
+    ("[0, " + "9" * 30 + "]", "digits"),
+])
+def test_a_crafted_local_vocab_json_is_one_line(hf_dir, text, word):
+    from gpt.loading import load_model, open_backend
+    (hf_dir / "local_vocab.json").write_text(text)
+    message = one_line(HFFormatError, load_model, open_backend("cpu"), None, str(hf_dir))
+    assert word in message
+
+
+def test_a_tokenizer_file_linked_from_outside_is_refused(hf_dir, outside):
+    from gpt.loading import hf_tokenizer_meta
+    os.symlink(outside / "secret.json", hf_dir / "local_vocab.json")
+    message = one_line(HFFormatError, hf_tokenizer_meta, str(hf_dir), 100)
+    assert "outside" in message and SECRET not in message

@@ -1,0 +1,50 @@
+"""Reading files this project did not write: strict JSON, and short quotes of their content.
+
+Every file a run reads is untrusted (a checkpoint, a cache, a Hugging Face directory, a
+tokenizer file): its errors must be one line, and must not dump what the file holds.
+"""
+import json
+import reprlib
+
+
+def short_repr(value, limit=80):
+    """repr(value) in at most `limit` characters, so that an error message can quote what a file
+    holds (a tensor name, a shape) and stay one short line. reprlib keeps it cheap: it never
+    renders more than a few items of a list or dict, nor more than the first digits of an int."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlevel = 2
+
+
+def strict_json(text):
+    """json.loads for untrusted files. Raises ValueError with a one-line reason for what Python's
+    json accepts beyond JSON (NaN, Infinity), duplicate keys (JSON leaves their meaning open),
+    integers of more than 20 digits (past uint64, and slow to convert) and nesting too deep to
+    parse (json's RecursionError)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_int=_short_int, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _short_int(digits):
+    if len(digits) > 20:                                          # 2**64 has 20 digits
+        raise ValueError(f"an integer of {len(digits)} digits")
+    return int(digits)
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {short_repr(key)} appears twice")
+        out[key] = value
+    return out

@@ -19,9 +19,10 @@ import numpy as np
 from tqdm import tqdm
 
 from bpe.corpus import available_cores
-from gpt.checkpoint import CHECKPOINT_NAME, save_checkpoint, write_json
+from gpt.checkpoint import CHECKPOINT_NAME, digest, save_checkpoint, write_json
 from gpt.cli import LineParser, UsageError, keep_writing_if_closed, number, run_main
 from gpt.config import PRESETS, GPTConfig
+from gpt.distributed import Solo, check_agreement, world as find_world
 from gpt.data import BatchSampler, is_url, load_bpe_corpus, load_byte_corpus, split_tokens
 from gpt.errors import CheckpointError, UserError
 from gpt.export import read_hf_config
@@ -338,19 +339,26 @@ def show_window(ids, tokenizer):
 class Trainer:
     """One training run: model, optimizer, data, and the loop with its logging and files."""
 
-    def __init__(self, cfg, saved=None):
+    def __init__(self, cfg, saved=None, world=None):
         self.cfg = cfg
+        self.world = world = world or Solo()      # the ranks (gpt.distributed); rank 0 writes the files
+        if cfg.batch_size < world.size:
+            raise UsageError(f"--batch-size {cfg.batch_size} is smaller than the {world.size} ranks: each rank "
+                             "trains at least one row; raise --batch-size or use fewer ranks")
         self.backend = open_backend(cfg.device, cfg.dtype)
-        n_workers = usable_workers(self.backend, cfg.workers)
-        if n_workers > available_cores():        # each extra worker costs a model-sized gradient buffer
-            print(f"note: --workers {n_workers} is more than the {available_cores()} cores this process may use; "
-                  f"using {available_cores()}")
-            n_workers = available_cores()
+        cores = max(1, available_cores() // world.local_size)          # ranks on one machine share its cores
+        n_workers = usable_workers(self.backend, cfg.workers or cores)
+        if n_workers > cores:                    # each extra worker costs a model-sized gradient buffer
+            print(f"note: --workers {n_workers} is more than the {cores} cores this process may use; using {cores}")
+            n_workers = cores
         ops = kernels(self.backend.name, cfg.kernels, threads=n_workers)
         self.model, self.tokenizer, tokens = build_model(cfg, saved, self.backend, ops, n_workers)
         self.config = self.model.config
         train, val = split_tokens(tokens, cfg.val_fraction, self.config.block_size)
         self.n_tokens = len(tokens)
+        self.rows = world.share(cfg.batch_size)  # this rank's rows of every batch
+        if world.size > 1:
+            check_agreement(world, self._facts(tokens))
         self.train_data = BatchSampler(train, cfg.batch_size, self.config.block_size, cfg.sampling, cfg.seed)
         self.val_data = BatchSampler(val, cfg.batch_size, self.config.block_size, "random", cfg.seed) if len(val) else None
         self.workers = CPUWorkers(self.model, n_workers)
@@ -367,6 +375,13 @@ class Trainer:
         self.keep_previous = saved is not None and saved.path == self.ckpt_path
         if saved is not None:
             self._restore(saved)
+
+    def _facts(self, tokens):
+        """What every rank must agree on: the options, the model it starts from, the data."""
+        options = {k: v for k, v in asdict(self.cfg).items() if k != "workers"}
+        return {"options": options, "model": self.config.to_dict(),
+                "parameters": digest(self.backend.to_host(self.model.params)),
+                "data": f"{len(tokens)} tokens, sha256 {digest(np.asarray(tokens))}"}
 
     # --- checkpoints and files
 
@@ -406,6 +421,9 @@ class Trainer:
     def save(self):
         """Checkpoint (with the loss curve inside), then its copies for people: loss_curve.json and
         the plot. A full disk or a read-only directory stops the run with one line (WriteError)."""
+        if self.world.rank != 0:                 # rank 0 holds the same state, and writes it
+            self.saved_step = self.step
+            return
         to_host = self.backend.to_host
         save_checkpoint(self.ckpt_path, to_host(self.model.params), to_host(self.optimizer.m),
                         to_host(self.optimizer.v), self._meta(), self.history, keep_previous=self.keep_previous)
@@ -425,11 +443,23 @@ class Trainer:
 
     def _dropout_seed(self, step, micro, worker):
         """The dropout seed of a micro-batch shard, a pure function of (seed, step, micro, worker)."""
-        return int(np.random.SeedSequence([self.cfg.seed, step, micro, worker]).generate_state(1, np.uint32)[0])
+        key = [self.cfg.seed, step, micro, worker] + ([self.world.rank] if self.world.size > 1 else [])
+        return int(np.random.SeedSequence(key).generate_state(1, np.uint32)[0])
 
     def evaluate(self):
-        losses = [self.workers.loss(x, y) for x, y in self.val_data.eval_batches(self.cfg.eval_steps)]
-        return float(sum(losses)) / len(losses)                  # one read from the device
+        """The validation loss over --eval-steps fixed batches, each rank its rows' share."""
+        share = (self.rows.stop - self.rows.start) / self.cfg.batch_size
+        losses = [self.workers.loss(x[self.rows], y[self.rows]) * share
+                  for x, y in self.val_data.eval_batches(self.cfg.eval_steps)]
+        return float(self._summed(sum(losses))) / len(losses)      # one read from the device
+
+    def _summed(self, loss):
+        """A rank's share of a loss -> the sum over the ranks (0-d, on the loss's device)."""
+        if self.world.size == 1:
+            return loss
+        xp = self.backend.xp
+        total = xp.reshape(xp.asarray(loss, dtype=self.backend.dtype), (1,))
+        return self.world.allreduce(total)[0]
 
     def train_step(self):
         """One optimizer step over grad_accum micro-batches -> (loss, lr, grad norm). The loss
@@ -438,11 +468,14 @@ class Trainer:
         cfg, model, accum = self.cfg, self.model, self.cfg.grad_accum
         model.zero_grad()
         losses = []
+        share = (self.rows.stop - self.rows.start) / cfg.batch_size           # n_r / B
         for micro in range(accum):
             x, y = self.train_data.get(self.step, micro, accum)
-            losses.append(self.workers.forward_backward(
-                x, y, dloss=1.0 / accum, seed_for=lambda worker: self._dropout_seed(self.step, micro, worker)))
-        loss = losses[0] if accum == 1 else sum(losses) / accum
+            loss = self.workers.forward_backward(x[self.rows], y[self.rows], dloss=share / accum,
+                                                 seed_for=lambda worker: self._dropout_seed(self.step, micro, worker))
+            losses.append(loss if share == 1 else loss * share)
+        loss = self._summed(losses[0] if accum == 1 else sum(losses) / accum)
+        self.world.allreduce(model.grads)            # the ranks' terms: the whole batch's gradient
         norm = model.ops.clip_grad_norm(model.grads, cfg.grad_clip)
         lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
         self.optimizer.step(lr)
@@ -450,7 +483,7 @@ class Trainer:
 
     def sample(self, label):
         cfg, tok = self.cfg, self.tokenizer
-        if cfg.sample_tokens == 0:
+        if cfg.sample_tokens == 0 or self.world.rank != 0:
             return
         ids = encode_prompt(cfg.prompt, tok, self.config.block_size, note=print)
         new = list(generate(self.model, ids, cfg.sample_tokens, cfg.temperature, cfg.top_k, seed=cfg.seed,
@@ -477,7 +510,9 @@ class Trainer:
         if self.step == 0:
             print("first training window:")
             print(printable(self.tokenizer.decode(self.first_window())))
-            write_json(os.path.join(cfg.out_dir, "config.json"), {"model": self.config.to_dict(), "options": asdict(cfg)})
+            if self.world.rank == 0:
+                write_json(os.path.join(cfg.out_dir, "config.json"),
+                           {"model": self.config.to_dict(), "options": asdict(cfg)})
             self.sample("before training")
         else:
             print(f"resuming from step {self.step} of {cfg.max_steps}")
@@ -502,6 +537,8 @@ class Trainer:
     def _print_setup(self, tokens_per_step):
         cfg, xp, n = self.cfg, self.backend.xp, self.workers.n_workers
         workers = f", {n} worker processes" if n > 1 else ""
+        if self.world.size > 1:
+            workers += f"; rank 0 of {self.world.size} MPI ranks, {self.rows.stop - self.rows.start} of the {cfg.batch_size} rows"
         print(f"device: {self.backend.name} ({xp.__name__} {xp.__version__}, {cfg.dtype}{workers})")
         print(f"model: {self.model}")
         print(f"data: {cfg.data}: {self.n_tokens:,} tokens ({cfg.tokenizer} tokenizer), "
@@ -515,7 +552,8 @@ class Trainer:
 
     def _loop(self, tokens_per_step):
         cfg = self.cfg
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
+                   disable=self.world.rank != 0)
         self.window_start = time.perf_counter()
         try:                          # the bar ends its line before any error message
             while self.step < cfg.max_steps:
@@ -527,7 +565,7 @@ class Trainer:
                 self.pending.append(record)
                 bar.update(1)
                 done = self.step == cfg.max_steps
-                stop = self.stop_signal                     # read once: a signal may arrive any time
+                stop = self.world.max_int(self.stop_signal or 0) or None    # any rank's signal stops all
                 evaluate = self.val_data is not None and (self.step % cfg.eval_interval == 0 or done)
                 save = done or evaluate or stop is not None or self.step % cfg.eval_interval == 0
                 if save or self.step % cfg.log_interval == 0:
@@ -601,10 +639,26 @@ class StoppedAtOnce(Exception):
 
 def main(argv=None):
     def train():
-        cfg, saved = resolve_options(argv)
-        run_dir = None if cfg.show_window else claim_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
+        world = find_world()
+        if world.rank == 0:
+            return train_on(world)
+        sys.stdout = open(os.devnull, "w")      # rank 0 prints; the others print only their own errors
         try:
-            trainer = Trainer(cfg, saved)
+            return train_on(world)
+        except UsageError:                       # the same on every rank: rank 0 says it
+            return 2
+        except UserError as e:
+            raise UserError(f"rank {world.rank} on {world.host}: {e}") from None
+
+    def train_on(world):
+        cfg, saved = resolve_options(argv)
+        run_dir = None
+        if not cfg.show_window:
+            run_dir, refusal = _claimed_by_rank_0(world, cfg)
+            if refusal is not None:
+                raise refusal
+        try:
+            trainer = Trainer(cfg, saved, world)
             try:
                 return trainer.run()
             except StoppedAtOnce as e:
@@ -620,6 +674,21 @@ def main(argv=None):
         return run_main(train, interrupted="interrupted before training started; nothing was saved",
                         out_of_memory="lower --batch-size (--grad-accum keeps the tokens per step) or --block-size; "
                                       "the last checkpoint is unchanged")
+
+
+def _claimed_by_rank_0(world, cfg):
+    """Rank 0 claims --out-dir (gpt.rundir); every rank learns whether it could ->
+    (rank 0's RunDir or None, the refusal to raise or None)."""
+    run_dir = refusal = None
+    if world.rank == 0:
+        try:
+            run_dir = claim_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
+        except UserError as e:
+            refusal = e
+    refused = world.bcast(refusal is not None)
+    if refused and refusal is None:              # rank 0 says why; the others leave quietly
+        refusal = UsageError("rank 0 could not claim --out-dir")
+    return run_dir, refusal
 
 
 if __name__ == "__main__":

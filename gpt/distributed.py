@@ -1,0 +1,146 @@
+"""Data parallelism across processes and machines: MPI (mpi4py) between ranks, NCCL on GPUs.
+
+    mpirun -np 4 python train.py ...          # or srun --mpi=pmix, or mpirun --hostfile hosts
+
+Every rank holds the whole model and reads the same batches (they are a pure function of
+(seed, step, micro-step)); rank r trains its share of each batch's B rows, the rows
+[r B / N, (r + 1) B / N) (its CPU worker processes split that share further). With n_r rows on
+rank r, the single-process loss is
+
+    loss = sum_r (n_r / B) loss_r,   so   d loss / d params = sum_r (n_r / B) d loss_r / d params,
+
+which each rank's backward(dloss * n_r / B) computes its term of; one all-reduce (a sum) over
+the flat gradient buffer then gives every rank the single-process gradient, and every rank
+takes the same AdamW step. On the CPU the all-reduce is MPI's Allreduce on the NumPy buffer; on
+GPUs it is NCCL's allReduce on the CuPy buffer (one rank per GPU), with the NCCL unique id
+handed out over MPI. The losses are summed the same way, and so is a stop flag each step, so
+that a signal to any rank stops every rank after the same step.
+
+Without mpirun (no launcher variables in the environment), `world()` is `Solo`: one rank, every
+collective a no-op, and mpi4py is never imported.
+"""
+import os
+import socket
+
+import numpy as np
+
+from .errors import UsageError
+
+# Set by the launchers in every rank's environment: Open MPI, MPICH / Intel MPI (Hydra), Slurm.
+SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
+LOCAL_SIZE_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE")
+
+
+def launched_size():
+    """The number of ranks a launcher started, from the environment (1 when none did)."""
+    for name in SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return int(value)
+    return 1
+
+
+class Solo:
+    """One process: rank 0 of 1, every collective a no-op."""
+    rank, size, local_size = 0, 1, 1
+
+    def share(self, n):
+        return slice(0, n)
+
+    def allreduce(self, array):
+        """Sum `array` over the ranks, in place (a flat host or device array) -> array."""
+        return array
+
+    def max_int(self, value):
+        return value
+
+    def allgather(self, obj):
+        return [obj]
+
+    def bcast(self, obj):
+        return obj
+
+
+class MPIWorld(Solo):
+    """The ranks of MPI.COMM_WORLD. Host arrays are summed with MPI; device (CuPy) arrays with
+    NCCL, through a communicator made on first use."""
+
+    def __init__(self, MPI):
+        self.MPI, self.comm = MPI, MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
+        node.Free()
+        self.host = socket.gethostname()
+        self._nccl = None
+
+    def share(self, n):
+        """This rank's rows of n: [r n / N, (r + 1) n / N)."""
+        return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
+
+    def allreduce(self, array):
+        if isinstance(array, np.ndarray):
+            self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+        else:
+            self.nccl().allreduce(array)
+        return array
+
+    def max_int(self, value):
+        return self.comm.allreduce(int(value), op=self.MPI.MAX)
+
+    def allgather(self, obj):
+        return self.comm.allgather(obj)
+
+    def bcast(self, obj):
+        return self.comm.bcast(obj, root=0)
+
+    def nccl(self):
+        if self._nccl is None:
+            self._nccl = NCCLSum(self)
+        return self._nccl
+
+
+class NCCLSum:
+    """NCCL all-reduce (sum) of CuPy arrays, in place, on the current stream: one rank per GPU
+    (the rank's GPU is its local rank). Rank 0 makes the unique id; MPI broadcasts it."""
+
+    def __init__(self, world):
+        import cupy
+        from cupy.cuda import nccl
+        self.cupy, self.nccl = cupy, nccl
+        uid = world.bcast(nccl.get_unique_id() if world.rank == 0 else None)
+        self.comm = nccl.NcclCommunicator(world.size, uid, world.rank)
+        self.types = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
+
+    def allreduce(self, array):
+        stream = self.cupy.cuda.get_current_stream().ptr
+        self.comm.allReduce(array.data.ptr, array.data.ptr, array.size, self.types[array.dtype],
+                            self.nccl.NCCL_SUM, stream)
+
+
+def world():
+    """The ranks this process is one of: MPIWorld under a launcher, else Solo."""
+    size = launched_size()
+    if size == 1:
+        return Solo()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise UsageError(f"train.py was started as {size} ranks (mpirun or srun) but mpi4py is not installed; "
+                         "install it with: pip install -e '.[mpi]'") from None
+    found = MPIWorld(MPI)
+    if found.size != size:
+        raise UsageError(f"the launcher started {size} ranks but MPI sees {found.size}: each one is alone; "
+                         "with Slurm use srun --mpi=pmix (see srun --mpi=list), or mpirun")
+    return found
+
+
+def check_agreement(world, facts):
+    """UsageError on every rank unless all ranks have the same `facts` (a JSON-able dict:
+    options, data, seed), naming the first rank and fact that differ from rank 0's."""
+    everyone = world.allgather(facts)
+    for rank, theirs in enumerate(everyone):
+        for key, value in everyone[0].items():
+            if theirs.get(key) != value:
+                raise UsageError(f"the ranks disagree: rank {rank} has {key} = {theirs.get(key)!r}, rank 0 has "
+                                 f"{value!r}; start every rank with the same command, files and data")

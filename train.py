@@ -22,7 +22,7 @@ from bpe.corpus import available_cores
 from gpt.checkpoint import CHECKPOINT_NAME, digest, save_checkpoint, write_json
 from gpt.cli import LineParser, UsageError, keep_writing_if_closed, number, run_main
 from gpt.config import PRESETS, GPTConfig
-from gpt.distributed import Solo, check_agreement, world as find_world
+from gpt.distributed import Solo, ZeroShard, check_agreement, world as find_world
 from gpt.data import BatchSampler, is_url, load_bpe_corpus, load_byte_corpus, split_tokens
 from gpt.errors import CheckpointError, UserError
 from gpt.export import read_hf_config
@@ -96,6 +96,7 @@ class TrainConfig:
     dropout: float | None = None
     vocab_size: int | None = None
     kernels: str = "fast"
+    zero: int = 0
 
     @classmethod
     def from_saved(cls, options):
@@ -192,6 +193,8 @@ def build_parser():
                    help="CPU worker processes, each training a slice of the batch (default: all cores)")
     g.add_argument("--kernels", choices=KERNELS, help="fast: the optimized layer implementations; reference: the plain "
                    f"ones, to step through in a debugger (default: {d['kernels']})")
+    g.add_argument("--zero", type=int, choices=[0, 1], help="1: ZeRO stage 1 under mpirun, each rank keeps and "
+                   "updates 1/N of AdamW's state (default: 0, every rank all of it)")
     g.add_argument("--seed", type=NONNEG_INT, help=f"seed for init, data order, dropout and samples (default: {d['seed']})")
     g.add_argument("--out-dir", help=f"where the checkpoint, loss curve and config go (default: {d['out_dir']})")
     g.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
@@ -362,8 +365,13 @@ class Trainer:
         self.train_data = BatchSampler(train, cfg.batch_size, self.config.block_size, cfg.sampling, cfg.seed)
         self.val_data = BatchSampler(val, cfg.batch_size, self.config.block_size, "random", cfg.seed) if len(val) else None
         self.workers = CPUWorkers(self.model, n_workers)
-        self.optimizer = AdamW(self.model.params, self.model.grads, self.model.decay_mask(),
+        # With --zero 1 this rank's optimizer owns one slice of the flat buffers (gpt.distributed).
+        self.shard = ZeroShard(world, self.model.params.size) if cfg.zero else None
+        owned = slice(self.shard.lo, self.shard.hi) if self.shard else slice(None)
+        self.grad_shard = self.backend.xp.zeros_like(self.model.grads[owned]) if self.shard else self.model.grads
+        self.optimizer = AdamW(self.model.params[owned], self.grad_shard, self.model.decay_mask()[owned],
                                betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, ops=ops)
+        self.owned = owned
         self.ckpt_path = os.path.join(cfg.out_dir, CHECKPOINT_NAME)
         self.step = 0                 # optimizer steps completed
         self.history = []             # loss_curve.json records
@@ -395,8 +403,8 @@ class Trainer:
     def _restore(self, checkpoint):
         """The optimizer and progress of a checkpoint (the model's parameters are loaded already)."""
         arrays, meta = checkpoint.arrays, checkpoint.meta
-        self.optimizer.load_state_dict({"m": self.backend.asarray(arrays["adam_m"]),
-                                        "v": self.backend.asarray(arrays["adam_v"]), "t": meta["step"]})
+        self.optimizer.load_state_dict({"m": self.backend.asarray(arrays["adam_m"][self.owned]),
+                                        "v": self.backend.asarray(arrays["adam_v"][self.owned]), "t": meta["step"]})
         self.step, self.elapsed = meta["step"], meta.get("elapsed", 0.0)
         history = checkpoint.history if checkpoint.history is not None else self._old_curve()
         self.history = [r for r in history if r["step"] <= self.step]
@@ -421,12 +429,15 @@ class Trainer:
     def save(self):
         """Checkpoint (with the loss curve inside), then its copies for people: loss_curve.json and
         the plot. A full disk or a read-only directory stops the run with one line (WriteError)."""
+        to_host = self.backend.to_host
+        m, v = to_host(self.optimizer.m), to_host(self.optimizer.v)
+        if self.shard:                           # every rank sends its slice of the moments
+            m, v = self.shard.gather(m), self.shard.gather(v)
         if self.world.rank != 0:                 # rank 0 holds the same state, and writes it
             self.saved_step = self.step
             return
-        to_host = self.backend.to_host
-        save_checkpoint(self.ckpt_path, to_host(self.model.params), to_host(self.optimizer.m),
-                        to_host(self.optimizer.v), self._meta(), self.history, keep_previous=self.keep_previous)
+        save_checkpoint(self.ckpt_path, to_host(self.model.params), m, v, self._meta(), self.history,
+                        keep_previous=self.keep_previous)
         self.saved_step, self.keep_previous = self.step, True
         write_json(os.path.join(self.cfg.out_dir, "loss_curve.json"), self.history)
         write_loss_plot(os.path.join(self.cfg.out_dir, "loss_curve.svg"), self.history)
@@ -475,10 +486,16 @@ class Trainer:
                                                  seed_for=lambda worker: self._dropout_seed(self.step, micro, worker))
             losses.append(loss if share == 1 else loss * share)
         loss = self._summed(losses[0] if accum == 1 else sum(losses) / accum)
-        self.world.allreduce(model.grads)            # the ranks' terms: the whole batch's gradient
-        norm = model.ops.clip_grad_norm(model.grads, cfg.grad_clip)
         lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
-        self.optimizer.step(lr)
+        if self.shard is None:
+            self.world.allreduce(model.grads)        # the ranks' terms: the whole batch's gradient
+            norm = model.ops.clip_grad_norm(model.grads, cfg.grad_clip)
+            self.optimizer.step(lr)
+        else:                                        # ZeRO 1: this rank's slice of all of that
+            self.shard.reduce_scatter(model.grads, self.grad_shard)
+            norm = self.shard.clip(self.grad_shard, cfg.grad_clip, self.backend.xp)
+            self.optimizer.step(lr)
+            self.shard.allgather(model.params)
         return loss, lr, norm
 
     def sample(self, label):
@@ -544,6 +561,10 @@ class Trainer:
         print(f"data: {cfg.data}: {self.n_tokens:,} tokens ({cfg.tokenizer} tokenizer), "
               f"{len(self.train_data.tokens):,} train / {len(self.val_data.tokens) if self.val_data else 0:,} validation")
         print(f"tokens per step: {cfg.batch_size} x {self.config.block_size} x {cfg.grad_accum} = {tokens_per_step:,}")
+        if self.shard:
+            kept = self.optimizer.m.nbytes + self.optimizer.v.nbytes
+            print(f"ZeRO stage 1: each rank keeps about 1/{self.world.size} of AdamW's moments "
+                  f"(rank 0: {kept / 2**20:,.2f} of {2 * self.model.params.nbytes / 2**20:,.2f} MiB)")
 
     def _on_stop_signal(self, signum, frame):
         if self.stop_signal is not None:          # a second signal aborts at once
@@ -620,7 +641,10 @@ class Trainer:
 
 
     def _save_after_fault(self):
-        """Save the last completed step after a worker process died -> what was saved, in words."""
+        """Save the last completed step after a worker process died -> what was saved, in words.
+        Under mpirun the other ranks are in the step's collectives: saving would need them."""
+        if self.world.size > 1:
+            return self.checkpoint_left()
         try:
             self._read_back(time.perf_counter() - self.window_start)
             self.save()

@@ -16,6 +16,12 @@ GPUs it is NCCL's allReduce on the CuPy buffer (one rank per GPU), with the NCCL
 handed out over MPI. The losses are summed the same way, and so is a stop flag each step, so
 that a signal to any rank stops every rank after the same step.
 
+With ZeRO stage 1 (`--zero 1`, `ZeroShard`) the optimizer state is sharded: the gradient sum
+is a reduce-scatter (rank r receives the summed gradient of its slice of the flat buffer),
+rank r clips by the global norm (the slices' squares summed over the ranks) and updates the
+parameters, m and v of its slice, and an all-gather puts the updated parameters on every rank.
+Each rank keeps 1/N of AdamW's moments; checkpoints gather them into the usual file.
+
 Without mpirun (no launcher variables in the environment), `world()` is `Solo`: one rank, every
 collective a no-op, and mpi4py is never imported.
 """
@@ -60,6 +66,17 @@ class Solo:
     def bcast(self, obj):
         return obj
 
+    def reduce_scatter(self, full, shard, counts):
+        """shard := this rank's slice of the sum over the ranks of `full` (slices of `counts`)."""
+        shard[...] = full
+
+    def allgather_slices(self, full, counts):
+        """Every rank's slice of `full` (in place) from the rank that owns it."""
+
+    def gather_slices(self, shard, counts):
+        """The ranks' host slices -> the whole array on rank 0 (None on the others)."""
+        return shard
+
 
 class MPIWorld(Solo):
     """The ranks of MPI.COMM_WORLD. Host arrays are summed with MPI; device (CuPy) arrays with
@@ -94,6 +111,23 @@ class MPIWorld(Solo):
     def bcast(self, obj):
         return self.comm.bcast(obj, root=0)
 
+    def reduce_scatter(self, full, shard, counts):
+        if isinstance(full, np.ndarray):
+            self.comm.Reduce_scatter(full, shard, recvcounts=counts, op=self.MPI.SUM)
+        else:
+            self.nccl().reduce_scatter(full, shard, counts)
+
+    def allgather_slices(self, full, counts):
+        if isinstance(full, np.ndarray):
+            self.comm.Allgatherv(self.MPI.IN_PLACE, [full, (counts, _offsets(counts))])
+        else:
+            self.nccl().allgather(full, counts)
+
+    def gather_slices(self, shard, counts):
+        full = np.empty(sum(counts), shard.dtype) if self.rank == 0 else None
+        self.comm.Gatherv(shard, [full, (counts, _offsets(counts))] if self.rank == 0 else None, root=0)
+        return full
+
     def nccl(self):
         if self._nccl is None:
             self._nccl = NCCLSum(self)
@@ -108,14 +142,73 @@ class NCCLSum:
         import cupy
         from cupy.cuda import nccl
         self.cupy, self.nccl = cupy, nccl
+        self.rank = world.rank
         uid = world.bcast(nccl.get_unique_id() if world.rank == 0 else None)
         self.comm = nccl.NcclCommunicator(world.size, uid, world.rank)
         self.types = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
 
     def allreduce(self, array):
-        stream = self.cupy.cuda.get_current_stream().ptr
         self.comm.allReduce(array.data.ptr, array.data.ptr, array.size, self.types[array.dtype],
-                            self.nccl.NCCL_SUM, stream)
+                            self.nccl.NCCL_SUM, self._stream())
+
+    def reduce_scatter(self, full, shard, counts):
+        """NCCL's reduce-scatter takes equal slices: the buffer goes through a padded copy."""
+        padded = self._padded(full, counts)
+        out = self.cupy.empty(counts[0], full.dtype)
+        self.comm.reduceScatter(padded.data.ptr, out.data.ptr, counts[0], self.types[full.dtype],
+                                self.nccl.NCCL_SUM, self._stream())
+        shard[...] = out[:shard.size]
+
+    def allgather(self, full, counts):
+        padded = self._padded(full, counts)
+        rank_slice = padded[self.rank * counts[0]:(self.rank + 1) * counts[0]]
+        self.comm.allGather(rank_slice.data.ptr, padded.data.ptr, counts[0], self.types[full.dtype], self._stream())
+        full[...] = padded[:full.size]
+
+    def _padded(self, full, counts):
+        """full (n,) copied into (size * counts[0],) zeros: equal slices, the first one the largest."""
+        padded = self.cupy.zeros(len(counts) * counts[0], full.dtype)
+        padded[:full.size] = full
+        return padded
+
+    def _stream(self):
+        return self.cupy.cuda.get_current_stream().ptr
+
+
+def _offsets(counts):
+    return [sum(counts[:r]) for r in range(len(counts))]
+
+
+class ZeroShard:
+    """ZeRO stage 1 over a flat buffer of n elements: rank r owns the slice [lo, hi), the r-th
+    of world.size slices of ceil(n / size) elements (the last ones may be shorter or empty)."""
+
+    def __init__(self, world, n):
+        chunk = -(-n // world.size)
+        bounds = [(min(r * chunk, n), min((r + 1) * chunk, n)) for r in range(world.size)]
+        self.world, self.counts = world, [hi - lo for lo, hi in bounds]
+        self.lo, self.hi = bounds[world.rank]
+
+    def reduce_scatter(self, grads, grad_shard):
+        """grad_shard (hi - lo,) := the sum over the ranks of grads[lo:hi]."""
+        self.world.reduce_scatter(grads, grad_shard, self.counts)
+
+    def clip(self, grad_shard, max_norm, xp):
+        """Scale every rank's slice so that the whole gradient's norm is <= max_norm (as
+        minigrad.optim.clip_grad_norm does on one buffer) -> the norm (0-d, on the device)."""
+        squares = self.world.allreduce(xp.reshape(xp.dot(grad_shard, grad_shard), (1,)))
+        norm = xp.sqrt(squares[0])
+        if max_norm > 0:
+            grad_shard *= xp.where(norm > max_norm, max_norm / (norm + 1e-6), 1.0).astype(grad_shard.dtype)
+        return norm
+
+    def allgather(self, params):
+        """Every rank's updated slice of params, onto every rank."""
+        self.world.allgather_slices(params, self.counts)
+
+    def gather(self, shard_host):
+        """The ranks' host slices (of m or v) -> the whole array on rank 0, None elsewhere."""
+        return self.world.gather_slices(shard_host, self.counts)
 
 
 def world():

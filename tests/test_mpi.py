@@ -80,6 +80,29 @@ def test_two_ranks_train_what_one_process_trains(tmp_path, single, dtype):
     assert_same_run(final(tmp_path / "two"), single[dtype], dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_zero_1_trains_what_one_process_trains(tmp_path, single, dtype):
+    """ZeRO stage 1: each rank keeps half of AdamW's moments; the same parameters and a
+    checkpoint in the same format (the moments gathered)."""
+    result = mpirun(2, *RUN, "--dtype", dtype, "--max-steps", "4", "--zero", "1", "--out-dir", tmp_path / "zero")
+    assert result.returncode == 0, result.stderr
+    n = load_checkpoint(str(tmp_path / "zero" / "ckpt.npz")).arrays["params"].size
+    itemsize = 8 if dtype == "float64" else 4
+    kept = 2 * -(-n // 2) * itemsize / 2**20
+    assert f"rank 0: {kept:,.2f} of {2 * n * itemsize / 2**20:,.2f} MiB" in result.stdout
+    assert_same_run(final(tmp_path / "zero"), single[dtype], dtype)
+
+
+def test_zero_1_resumes_from_and_into_unsharded_runs(tmp_path, single):
+    a, b = tmp_path / "zero-then-plain", tmp_path / "plain-then-zero"
+    assert mpirun(2, *RUN, "--dtype", "float64", "--max-steps", "2", "--zero", "1", "--out-dir", a).returncode == 0
+    assert run_cli("--resume", "--max-steps", "4", "--out-dir", a).returncode == 0
+    assert run_cli(*RUN, "--dtype", "float64", "--max-steps", "2", "--out-dir", b).returncode == 0
+    assert mpirun(2, "--resume", "--max-steps", "4", "--zero", "1", "--out-dir", b).returncode == 0
+    for out in (a, b):
+        assert_same_run(final(out), single["float64"], "float64")
+
+
 def test_resume_across_world_sizes(tmp_path, single):
     """2 ranks then 1, and 1 rank then 2: the parameters of the uninterrupted run."""
     a, b = tmp_path / "two-then-one", tmp_path / "one-then-two"

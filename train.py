@@ -349,6 +349,8 @@ class Trainer:
             raise UsageError(f"--batch-size {cfg.batch_size} is smaller than the {world.size} ranks: each rank "
                              "trains at least one row; raise --batch-size or use fewer ranks")
         self.backend = open_backend(cfg.device, cfg.dtype)
+        if self.backend.name == "cuda":
+            world.use_gpu()
         cores = max(1, available_cores() // world.local_size)          # ranks on one machine share its cores
         n_workers = usable_workers(self.backend, cfg.workers or cores)
         if n_workers > cores:                    # each extra worker costs a model-sized gradient buffer

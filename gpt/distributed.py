@@ -66,6 +66,9 @@ class Solo:
     def bcast(self, obj):
         return obj
 
+    def use_gpu(self):
+        """Make this rank's GPU the current device (one rank per GPU)."""
+
     def reduce_scatter(self, full, shard, counts):
         """shard := this rank's slice of the sum over the ranks of `full` (slices of `counts`)."""
         shard[...] = full
@@ -127,6 +130,15 @@ class MPIWorld(Solo):
         full = np.empty(sum(counts), shard.dtype) if self.rank == 0 else None
         self.comm.Gatherv(shard, [full, (counts, _offsets(counts))] if self.rank == 0 else None, root=0)
         return full
+
+    def use_gpu(self):
+        """GPU `local rank` of this machine: NCCL needs one rank per GPU."""
+        import cupy
+        count = cupy.cuda.runtime.getDeviceCount()
+        if self.local_size > count:
+            raise UsageError(f"{self.local_size} ranks on {self.host}, which has {count} GPU(s); start one rank "
+                             f"per GPU (mpirun -np {count} per machine, or --device cpu)")
+        cupy.cuda.Device(self.local_rank).use()
 
     def nccl(self):
         if self._nccl is None:

@@ -175,6 +175,21 @@ def test_sigterm_to_one_rank_stops_every_rank_after_a_saved_step(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks through /proc")
+def test_sigterm_to_mpirun_saves_and_stops_every_rank(tmp_path):
+    """mpirun forwards the signal to the ranks, which stop after one step; rank 0 saves."""
+    out = tmp_path / "run"
+    proc, ranks = start_long_run(out)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    deadline = time.time() + 20                                      # mpirun may leave before its ranks
+    while any(os.path.exists(f"/proc/{pid}") for pid in ranks) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in ranks)
+    assert load_checkpoint(str(out / "ckpt.npz")).meta["step"] > 0
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks through /proc")
 def test_a_killed_rank_ends_the_others_within_seconds(tmp_path):
     out = tmp_path / "run"
     proc, ranks = start_long_run(out)

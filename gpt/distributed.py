@@ -233,6 +233,9 @@ def world():
     except ImportError:
         raise UsageError(f"train.py was started as {size} ranks (mpirun or srun) but mpi4py is not installed; "
                          "install it with: pip install -e '.[mpi]'") from None
+    except (RuntimeError, OSError) as e:                # mpi4py without a loadable MPI library
+        raise UsageError(f"mpi4py cannot load an MPI library ({str(e)[:80]}); reinstall with "
+                         "pip install -e '.[mpi]', or point mpi4py at the system MPI") from None
     found = MPIWorld(MPI)
     if found.size != size:
         raise UsageError(f"the launcher started {size} ranks but MPI sees {found.size}: each one is alone; "

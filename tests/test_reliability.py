@@ -458,3 +458,13 @@ def test_crafted_saved_options_are_one_line(tmp_path):
 def test_a_url_as_data_says_to_download_it(tmp_path):
     assert_clean_error(run_cli("--data", "https://example.com/corpus.txt", "--out-dir", tmp_path / "o"),
                        "URLs are not read", "download")
+
+
+def test_started_by_mpirun_without_mpi4py_is_one_line(tmp_path):
+    """A launcher's variables but no mpi4py: one line saying what to install."""
+    script = ("import sys; sys.modules['mpi4py'] = None; import train; "
+              "sys.exit(train.main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", script, *FAST, "--out-dir", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env={**os.environ, "OMPI_COMM_WORLD_SIZE": "2"})
+    assert_clean_error(result, "mpi4py is not installed", ".[mpi]")

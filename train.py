@@ -367,13 +367,9 @@ class Trainer:
         self.train_data = BatchSampler(train, cfg.batch_size, self.config.block_size, cfg.sampling, cfg.seed)
         self.val_data = BatchSampler(val, cfg.batch_size, self.config.block_size, "random", cfg.seed) if len(val) else None
         self.workers = CPUWorkers(self.model, n_workers)
-        # With --zero 1 this rank's optimizer owns one slice of the flat buffers (gpt.distributed).
         self.shard = ZeroShard(world, self.model.params.size) if cfg.zero else None
-        owned = slice(self.shard.lo, self.shard.hi) if self.shard else slice(None)
-        self.grad_shard = self.backend.xp.zeros_like(self.model.grads[owned]) if self.shard else self.model.grads
-        self.optimizer = AdamW(self.model.params[owned], self.grad_shard, self.model.decay_mask()[owned],
-                               betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, ops=ops)
-        self.owned = owned
+        self.owned = self.shard.owned if self.shard else slice(None)     # the optimizer's part of the buffers
+        self.optimizer = self._optimizer(ops)
         self.ckpt_path = os.path.join(cfg.out_dir, CHECKPOINT_NAME)
         self.step = 0                 # optimizer steps completed
         self.history = []             # loss_curve.json records
@@ -385,6 +381,14 @@ class Trainer:
         self.keep_previous = saved is not None and saved.path == self.ckpt_path
         if saved is not None:
             self._restore(saved)
+
+    def _optimizer(self, ops):
+        """AdamW over the flat buffers; with --zero 1 over this rank's slice of them, with a
+        gradient slice of its own (which the reduce-scatter fills)."""
+        model, cfg, owned = self.model, self.cfg, self.owned
+        grads = self.backend.xp.zeros_like(model.grads[owned]) if self.shard else model.grads
+        return AdamW(model.params[owned], grads, model.decay_mask()[owned], betas=(cfg.beta1, cfg.beta2),
+                     weight_decay=cfg.weight_decay, ops=ops)
 
     def _facts(self, tokens):
         """What every rank must agree on: the options, the model it starts from, the data."""
@@ -494,8 +498,8 @@ class Trainer:
             norm = model.ops.clip_grad_norm(model.grads, cfg.grad_clip)
             self.optimizer.step(lr)
         else:                                        # ZeRO 1: this rank's slice of all of that
-            self.shard.reduce_scatter(model.grads, self.grad_shard)
-            norm = self.shard.clip(self.grad_shard, cfg.grad_clip, self.backend.xp)
+            self.shard.reduce_scatter(model.grads, self.optimizer.grads)
+            norm = self.shard.clip(self.optimizer.grads, cfg.grad_clip, self.backend.xp)
             self.optimizer.step(lr)
             self.shard.allgather(model.params)
         return loss, lr, norm

@@ -200,6 +200,7 @@ class ZeroShard:
         bounds = [(min(r * chunk, n), min((r + 1) * chunk, n)) for r in range(world.size)]
         self.world, self.counts = world, [hi - lo for lo, hi in bounds]
         self.lo, self.hi = bounds[world.rank]
+        self.owned = slice(self.lo, self.hi)
 
     def reduce_scatter(self, grads, grad_shard):
         """grad_shard (hi - lo,) := the sum over the ranks of grads[lo:hi]."""

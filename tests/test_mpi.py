@@ -195,8 +195,9 @@ def test_a_killed_rank_ends_the_others_within_seconds(tmp_path):
     proc, ranks = start_long_run(out)
     os.kill(ranks[1], signal.SIGKILL)
     start = time.time()
-    proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert time.time() - start < 10
     assert proc.returncode != 0
+    assert "process rank 1 " in stderr and "signal 9" in stderr          # mpirun names the rank
     assert not any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
                    for pid in ranks)

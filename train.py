@@ -284,12 +284,13 @@ def _tokenizer_of_hf_dir(hf_dir):
     return spec["options"]
 
 
-def build_model(cfg, saved, backend, ops, n_workers):
+def build_model(cfg, saved, backend, ops, n_workers, world):
     """-> (model, tokenizer, token stream). A new model's size comes from the options and the
     tokenizer; a checkpoint (--resume) or Hugging Face directory (--init-from) brings its own
     model and tokenizer (gpt.loading), the corpus is then encoded with that tokenizer."""
     def make_buffers(config):                    # refuse a run that cannot fit before allocating it
-        check_training_memory(config, backend, cfg.batch_size, n_workers)
+        rows = world.share(cfg.batch_size)
+        check_training_memory(config, backend, rows.stop - rows.start, n_workers, world.size if cfg.zero else 1)
         return model_buffers(config, backend, n_workers)
     if saved is None and not cfg.init_from:
         tokenizer, tokens = load_tokens(cfg)
@@ -357,7 +358,7 @@ class Trainer:
             print(f"note: --workers {n_workers} is more than the {cores} cores this process may use; using {cores}")
             n_workers = cores
         ops = kernels(self.backend.name, cfg.kernels, threads=n_workers)
-        self.model, self.tokenizer, tokens = build_model(cfg, saved, self.backend, ops, n_workers)
+        self.model, self.tokenizer, tokens = build_model(cfg, saved, self.backend, ops, n_workers, world)
         self.config = self.model.config
         train, val = split_tokens(tokens, cfg.val_fraction, self.config.block_size)
         self.n_tokens = len(tokens)

@@ -86,9 +86,10 @@ class MemoryNeed:
         return self.params + self.grads // self.workers + self.adam
 
 
-def estimate(config, batch_size, n_workers=1, dtype_itemsize=4, device="cpu"):
+def estimate(config, batch_size, n_workers=1, dtype_itemsize=4, device="cpu", optimizer_shards=1):
     """MemoryNeed of training `config` on batches of batch_size x block_size tokens, split by
-    rows over n_workers processes (CPU), in a dtype of dtype_itemsize bytes.
+    rows over n_workers processes (CPU), in a dtype of dtype_itemsize bytes. Under mpirun,
+    batch_size is this rank's rows; optimizer_shards: the ranks sharing AdamW's state (ZeRO 1).
 
     The batch is split into min(n_workers, batch_size) shards of at most ceil(B / shards)
     rows, and with more than one shard every worker gets its gradient buffer (CPUWorkers
@@ -97,7 +98,7 @@ def estimate(config, batch_size, n_workers=1, dtype_itemsize=4, device="cpu"):
     workers = n_workers if shards > 1 else 1
     rows = -(-batch_size // shards)
     P = buffer_size(config) * dtype_itemsize
-    return MemoryNeed(params=P, grads=P * workers, adam=2 * P,
+    return MemoryNeed(params=P, grads=P * workers, adam=2 * -(-P // optimizer_shards),
                       activations=shards * shard_activations(config, rows, dtype_itemsize, device),
                       workers=workers, batch_size=batch_size, block_size=config.block_size, device=device)
 
@@ -278,8 +279,9 @@ def check_fits(need, available):
                                f"{size(have)} {name} available; {advice}")
 
 
-def check_training_memory(config, backend, batch_size, n_workers):
+def check_training_memory(config, backend, batch_size, n_workers, optimizer_shards=1):
     """check_fits for training a model of `config` on `backend`, before anything of it is
-    allocated, on batches of batch_size rows over n_workers CPU worker processes."""
-    need = estimate(config, batch_size, n_workers, np.dtype(backend.dtype).itemsize, backend.name)
+    allocated, on batches of batch_size rows over n_workers CPU worker processes (and AdamW's
+    state split over optimizer_shards ranks)."""
+    need = estimate(config, batch_size, n_workers, np.dtype(backend.dtype).itemsize, backend.name, optimizer_shards)
     check_fits(need, available(backend))

@@ -259,3 +259,8 @@ def test_train_refuses_a_huge_batch_in_one_line(tmp_path):
                      "--out-dir", tmp_path / "run")
     assert_clean_error(result, "needs about", "available", "--batch-size")
     assert not (tmp_path / "run" / "ckpt.npz").exists()
+
+
+def test_zero_1_divides_the_optimizer_state():
+    plain, sharded = estimate(GPT2, 8), estimate(GPT2, 8, optimizer_shards=4)
+    assert sharded.adam == 2 * -(-plain.params // 4) and sharded.params == plain.params

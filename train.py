@@ -7,7 +7,6 @@
 Every option is listed by `python train.py --help`.
 """
 import argparse
-import json
 import math
 import os
 import signal
@@ -19,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bpe.corpus import available_cores
-from gpt.checkpoint import CHECKPOINT_NAME, digest, save_checkpoint, write_json
+from gpt.checkpoint import CHECKPOINT_NAME, curve_array, curve_records, digest, save_checkpoint, write_json
 from gpt.cli import LineParser, UsageError, keep_writing_if_closed, number, run_main
 from gpt.config import PRESETS, GPTConfig
 from gpt.distributed import Solo, ZeroShard, check_agreement, world as find_world
@@ -32,9 +31,9 @@ from gpt.memory import check_training_memory
 from gpt.model import GPT
 from gpt.parallel import CPUWorkers, WorkerError, model_buffers, usable_workers
 from gpt.plot import write_loss_plot
-from gpt.rundir import claim_out_dir
+from gpt.rundir import claim_out_dir, remove_run_files
 from gpt.terminal import printable
-from gpt.untrusted import short_repr
+from gpt.untrusted import is_clean_text, short_repr, strict_json
 from gpt.tokenizers import LocalVocab, encode_prompt, make_tokenizer
 from minigrad import KERNELS, AdamW, kernels, lr_at
 
@@ -44,6 +43,8 @@ MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "vocab_s
 # What a scheduler (SIGTERM), a closed terminal (SIGHUP) or Ctrl-C (SIGINT) sends: finish the
 # step, save, exit with 128 + the signal's number. A second one stops at once.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Options of this invocation alone: never taken from a checkpoint's saved options.
+SESSION_FIELDS = ("out_dir", "resume", "overwrite", "show_window")
 # Options that define what is trained: a resumed run must not change them.
 RUN_FIELDS = ("tokenizer", "bpe_vocab", "bpe_merges", "local_vocab", "seed", "batch_size", "grad_accum",
               "sampling", "val_fraction", "dtype")
@@ -100,11 +101,12 @@ class TrainConfig:
 
     @classmethod
     def from_saved(cls, options):
-        """A checkpoint's options -> the fields they set (old names mapped, unknown keys dropped)."""
+        """A checkpoint's options -> the fields they set (old names mapped; unknown keys and
+        SESSION_FIELDS dropped: the run continues where it was read from)."""
         options = dict(options)
         if "threads" in options:                         # checkpoints from before the rename
             options["workers"] = options.pop("threads")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - set(SESSION_FIELDS)
         return {k: v for k, v in options.items() if k in known}
 
     def check(self):
@@ -266,7 +268,7 @@ def _checked_options(parser, options, path):
             except (argparse.ArgumentTypeError, ValueError, TypeError):
                 ok = False
         else:
-            ok = isinstance(value, str)
+            ok = is_clean_text(value)
         if not ok or (action.choices is not None and value not in action.choices):
             raise CheckpointError(f"checkpoint {path} is corrupted: its saved option {key} = {short_repr(value)} "
                                   f"is not what {action.option_strings[0]} accepts; delete it, or point --out-dir "
@@ -349,9 +351,9 @@ class Trainer:
         if cfg.batch_size < world.size:
             raise UsageError(f"--batch-size {cfg.batch_size} is smaller than the {world.size} ranks: each rank "
                              "trains at least one row; raise --batch-size or use fewer ranks")
+        if cfg.device != "cpu":
+            world.use_gpu()                      # this rank's GPU, before the backend probes one
         self.backend = open_backend(cfg.device, cfg.dtype)
-        if self.backend.name == "cuda":
-            world.use_gpu()
         cores = max(1, available_cores() // world.local_size)          # ranks on one machine share its cores
         n_workers = usable_workers(self.backend, cfg.workers or cores)
         if n_workers > cores:                    # each extra worker costs a model-sized gradient buffer
@@ -404,8 +406,7 @@ class Trainer:
         local = isinstance(self.tokenizer, LocalVocab)
         return {"step": self.step, "config": self.config.to_dict(), "options": asdict(self.cfg),
                 "tokenizer": self.tokenizer.identity, "elapsed": self.elapsed,
-                "local_vocab": self.tokenizer.to_base.tolist() if local else None,
-                "data_position": {"sampling": self.cfg.sampling, "next_step": self.step, "seed": self.cfg.seed}}
+                "local_vocab": self.tokenizer.to_base.tolist() if local else None}
 
     def _restore(self, checkpoint):
         """The optimizer and progress of a checkpoint (the model's parameters are loaded already)."""
@@ -423,12 +424,10 @@ class Trainer:
         if not os.path.exists(path):
             return []
         try:
-            with open(path, encoding="utf-8") as f:
-                history = json.load(f)
-            if isinstance(history, list) and all(isinstance(r, dict) and isinstance(r.get("step"), int)
-                                                 for r in history):
-                return history
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            with open(path, "rb") as f:
+                history = strict_json(f.read().decode("utf-8"))
+            return curve_records(curve_array(history))           # checked: numbers where numbers go
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
             pass
         print(f"warning: {path} is unreadable; the loss curve restarts at step {self.step}", file=sys.stderr)
         return []
@@ -532,6 +531,8 @@ class Trainer:
         tokens_per_step = cfg.batch_size * self.config.block_size * cfg.grad_accum
         self._print_setup(tokens_per_step)
         if self.step == 0:
+            if cfg.overwrite and self.world.rank == 0:
+                remove_run_files(cfg.out_dir)    # the run is built: the one it replaces goes
             print("first training window:")
             print(printable(self.tokenizer.decode(self.first_window())))
             if self.world.rank == 0:
@@ -688,10 +689,15 @@ def main(argv=None):
             run_dir, refusal = _claimed_by_rank_0(world, cfg)
             if refusal is not None:
                 raise refusal
+            if saved is not None and saved.changed():      # another run saved before we held the lock
+                cfg, saved = resolve_options(argv)
         try:
             trainer = Trainer(cfg, saved, world)
             try:
                 return trainer.run()
+            except KeyboardInterrupt:                      # Ctrl-C outside the loop: the samples
+                print(f"\ninterrupted; {trainer.checkpoint_left()}", file=sys.stderr)
+                return 130
             except StoppedAtOnce as e:
                 print(f"\nstopped at once by a second {signal.Signals(e.signum).name}; {trainer.checkpoint_left()}",
                       file=sys.stderr)

@@ -38,28 +38,28 @@ import sys
 import tempfile
 import zipfile
 import zlib
-from tokenize import TokenError
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from tokenize import TokenError
 
 import numpy as np
 
 from .config import GPTConfig
 from .errors import CheckpointError, UserError
 from .model import buffer_size
-from .untrusted import short_repr, strict_json
+from .untrusted import MAX_SIZE, is_clean_text, is_count, short_repr, strict_json
 
 CHECKPOINT_NAME = "ckpt.npz"
 PREVIOUS_NAME = "ckpt.prev.npz"
 FORMAT = 2                       # 1: no curve, no digests (loss_curve.json held the curve)
 CURVE_FIELDS = ("step", "train_loss", "val_loss", "lr", "grad_norm", "tokens", "elapsed")
 STATE_NAMES = ("params", "adam_m", "adam_v")
-FLOAT_DTYPES = (np.dtype("<f4"), np.dtype("<f8"))
+STATE_DTYPES = (np.dtype("<f4"), np.dtype("<f8"))     # of params, adam_m, adam_v
 MAX_META_BYTES = 64 << 20        # the JSON header; a GPT-2 checkpoint's is a few hundred KiB
-MAX_SIZE = 1 << 31               # any model dimension or step count above this is not real
 # A temporary file of `replacing`: ".<name>.<8 random characters>.tmp" (tempfile.mkstemp), or
 # "<name>.tmp" of one of the run's files, as versions before unique names wrote them.
-TEMPORARY = re.compile(r"(\..+\.[a-z0-9_]{8}|ckpt\.npz|loss_curve\.json|loss_curve\.svg|config\.json)\.tmp")
+RUN_FILE = r"(ckpt\.npz|ckpt\.prev\.npz|loss_curve\.json|loss_curve\.svg|config\.json|.+-[0-9a-f]{8}-.+\.(bin|json))"
+TEMPORARY = re.compile(rf"(\.{RUN_FILE}\.[a-z0-9_]{{8}}|{RUN_FILE})\.tmp")
 
 
 class WriteError(UserError):
@@ -69,8 +69,13 @@ class WriteError(UserError):
 # ----------------------------------------------------------------------------- atomic writes
 
 
-def write_advice(e, directory):
-    """What to do about an OSError `e` while writing into `directory`."""
+def write_error(what, e, directory, after=""):
+    """The WriteError for an OSError `e` while writing into `directory`: what failed, why, what
+    to do (and `after`, what it leaves), in one line."""
+    return WriteError(f"{what}: {e.strerror or e}; {_write_advice(e, directory)}{after}")
+
+
+def _write_advice(e, directory):
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return "the disk is full: free some space or choose another --out-dir"
     if e.errno == errno.EROFS:
@@ -91,20 +96,26 @@ def replacing(path):
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())             # mkstemp's 0600 -> what open() would have made
         os.close(fd)
         yield tmp
         os.replace(tmp, path)
         tmp = None
         _fsync_directory(directory)                  # the rename itself survives a power cut
     except OSError as e:
-        raise WriteError(f"cannot write {path}: {e.strerror or e}; {write_advice(e, directory)}; "
-                         "the previous version is unchanged") from None
+        raise write_error(f"cannot write {path}", e, directory, "; the previous version is unchanged") from None
     finally:
         if tmp is not None:
             try:
                 os.remove(tmp)
             except OSError:
                 pass
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory):
@@ -224,6 +235,19 @@ class Checkpoint:
     meta: dict        # the JSON header
     history: list     # the loss curve's records (None: a format-1 checkpoint, which has none)
     path: str         # the file it came from
+    stamp: tuple = ()  # that file's (inode, size, mtime) when it was read
+
+    def changed(self):
+        """True when self.path is no longer the file that was read (another run saved since)."""
+        return _stamp(self.path) != self.stamp
+
+
+def _stamp(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def load_latest(out_dir, moments=True, warn=None):
@@ -253,11 +277,12 @@ def load_checkpoint(path, moments=True):
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}; train without --resume first")
     names = ("params", "adam_m", "adam_v") if moments else ("params",)
+    stamp = _stamp(path)
     try:
         with zipfile.ZipFile(path) as z:
             meta = _read_meta(z, path)
             fmt = meta.get("format", 1)
-            if not _is_int(fmt, 1, FORMAT):
+            if not is_count(fmt, 1, FORMAT):
                 raise _corrupt(path, f"its format {short_repr(fmt)} is not one this version reads (1 to {FORMAT})")
             want = names + ("curve",) if fmt >= 2 else names
             arrays = {name: _read_array(z, name, path) for name in want}
@@ -273,7 +298,7 @@ def load_checkpoint(path, moments=True):
         bad = int(np.size(arrays["params"]) - np.isfinite(arrays["params"]).sum())
         raise CheckpointError(f"{path}: {bad:,} parameters are NaN or infinite; it cannot be resumed, sampled "
                               "or exported: use an earlier checkpoint or another --out-dir")
-    return Checkpoint(arrays, meta, None if curve is None else curve_records(curve), path)
+    return Checkpoint(arrays, meta, None if curve is None else curve_records(curve), path, stamp)
 
 
 def _corrupt(path, what):
@@ -288,6 +313,8 @@ def _member(z, name, path, dtypes):
         raise _corrupt(path, f"it has no {name!r} array") from None
     if info.compress_type != zipfile.ZIP_STORED:
         raise _corrupt(path, f"its {name!r} array is compressed, which this project never writes")
+    if info.file_size != info.compress_size or info.header_offset + info.file_size > os.path.getsize(path):
+        raise _corrupt(path, f"its {name!r} entry claims more bytes than the file holds")
     f = z.open(info)
     try:                                  # the header is a Python literal, parsed by ast.literal_eval
         version = np.lib.format.read_magic(f)
@@ -307,7 +334,7 @@ def _member(z, name, path, dtypes):
 
 
 def _read_array(z, name, path):
-    dtypes = (np.dtype("<f8"),) if name == "curve" else FLOAT_DTYPES
+    dtypes = (np.dtype("<f8"),) if name == "curve" else STATE_DTYPES
     f, shape, dtype = _member(z, name, path, dtypes)
     with f:
         array = np.empty(shape, dtype)
@@ -336,10 +363,6 @@ def _read_meta(z, path):
     return meta
 
 
-def _is_int(v, lo=0, hi=MAX_SIZE):
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-
-
 def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -349,7 +372,7 @@ def _check_meta(meta, arrays, path):
     def need(ok, what):
         if not ok:
             raise _corrupt(path, what)
-    need(_is_int(meta.get("step")), "its step is not a non-negative integer")
+    need(is_count(meta.get("step"), hi=MAX_SIZE), "its step is not a non-negative integer")
     config = meta.get("config")
     need(isinstance(config, dict), "it has no model config")
     for f in fields(GPTConfig):
@@ -357,18 +380,18 @@ def _check_meta(meta, arrays, path):
         if f.name == "dropout":
             need(_is_number(value) and 0 <= value < 1, "its config's dropout is not in [0, 1)")
         else:
-            need(_is_int(value, 1), f"its config's {f.name} is not a positive integer below {MAX_SIZE}")
+            need(is_count(value, 1, MAX_SIZE), f"its config's {f.name} is not an integer from 1 to {MAX_SIZE:,}")
     need(config["n_embd"] % config["n_head"] == 0, "its config's n_embd is not divisible by n_head")
     options = meta.get("options")
     need(isinstance(options, dict), "it has no training options")
     need(options.get("tokenizer") in ("byte", "gpt2"), "its options name no known tokenizer")
     for key in ("bpe_vocab", "bpe_merges"):
-        need(options.get(key) is None or isinstance(options[key], str), f"its option {key} is not a path")
-    need(isinstance(meta.get("tokenizer", ""), str), "its tokenizer identity is not a string")
+        need(options.get(key) is None or is_clean_text(options[key]), f"its option {key} is not a path")
+    need(isinstance(meta.get("tokenizer"), str), "it names no tokenizer identity")
     need(_is_number(meta.get("elapsed", 0.0)) and meta.get("elapsed", 0.0) >= 0, "its elapsed time is not a number")
     local = meta.get("local_vocab")
     need(local is None or (isinstance(local, list) and 0 < len(local) <= config["vocab_size"]
-                           and all(_is_int(i) for i in local) and local == sorted(set(local))),
+                           and all(is_count(i) for i in local) and local == sorted(set(local))),
          "its local vocabulary is not a sorted list of distinct token ids")
     params = arrays["params"]
     n = buffer_size(GPTConfig.from_dict(config))
@@ -383,5 +406,8 @@ def _check_meta(meta, arrays, path):
         need(isinstance(sha, dict), "it has no array digests")
         curve = arrays["curve"]
         need(curve.ndim == 2 and curve.shape[1] == len(CURVE_FIELDS), "its loss curve has the wrong shape")
+        counts = curve[:, [CURVE_FIELDS.index("step"), CURVE_FIELDS.index("tokens")]]
+        need(bool(np.all((counts >= 0) & (counts < 2**53) & (counts == np.floor(counts)))),
+             "its loss curve's steps or token counts are not whole numbers")
         for name, array in arrays.items():
             need(sha.get(name) == digest(array), f"the digest of its {name!r} array does not match (damaged on disk?)")

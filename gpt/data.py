@@ -29,7 +29,6 @@ y = window[1:]), picked either at random or in order; the choice depends only on
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import re
 import stat
@@ -40,8 +39,9 @@ import numpy as np
 from bpe import CorpusError
 from bpe.corpus import read_text
 
-from .checkpoint import WriteError, atomic_write, write_advice, write_json
+from .checkpoint import atomic_write, write_error, write_json
 from .errors import DataError
+from .untrusted import strict_json
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 BINARY_SAMPLE_BYTES = 64 * 1024     # looks_binary judges a file by its first bytes
@@ -173,6 +173,13 @@ def warn_if_binary(docs, utf8):
                  f"{' and invalid UTF-8' if utf8 else ''} in its first 64 KiB); training on it anyway")
 
 
+def _stat_document(doc):
+    try:
+        return os.stat(doc)
+    except OSError as e:                               # removed or changed since it was listed
+        raise _unreadable(doc, e) from None
+
+
 def _unreadable(doc, error):
     return DataError(f"cannot read corpus file '{doc}': {error.strerror or error}")
 
@@ -212,7 +219,7 @@ def load_bpe_corpus(path, tokenizer, cache_dir):
 
     Returns a read-only memmap of tokenizer.token_dtype."""
     docs = list_documents(path)
-    stats = [os.stat(d) for d in docs]
+    stats = [_stat_document(d) for d in docs]
     sources = [[os.path.abspath(d), st.st_size, st.st_mtime_ns] for d, st in zip(docs, stats)]
     if not any(size for _, size, _ in sources):
         raise DataError(f"--data {path}: the corpus is empty")
@@ -249,10 +256,10 @@ def _read_cache_meta(meta_path):
     """The metadata as a dict; None when there is none; _MALFORMED when it cannot be used."""
     try:
         with open(meta_path, "rb") as f:
-            meta = json.loads(f.read())
+            meta = strict_json(f.read().decode("utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, RecursionError):                      # RecursionError: [[[[...]]]]
+    except (OSError, ValueError):                                      # UnicodeDecodeError, strict_json's
         return _MALFORMED
     return meta if isinstance(meta, dict) else _MALFORMED
 
@@ -292,8 +299,7 @@ def _write_cache(bin_path, meta_path, tokens, meta):
         with contextlib.suppress(FileNotFoundError):
             os.remove(meta_path)                                        # the old cache is invalid from here
     except OSError as e:
-        raise WriteError(f"cannot write the tokenized cache in {directory}: {e.strerror or e}; "
-                         f"{write_advice(e, directory)}") from None
+        raise write_error(f"cannot write the tokenized cache in {directory}", e, directory) from None
     with atomic_write(bin_path) as f:
         tokens.tofile(f)
     write_json(meta_path, meta)

@@ -132,9 +132,14 @@ class MPIWorld(Solo):
         return full
 
     def use_gpu(self):
-        """GPU `local rank` of this machine: NCCL needs one rank per GPU."""
-        import cupy
-        count = cupy.cuda.runtime.getDeviceCount()
+        """GPU `local rank` of this machine, before anything touches a GPU: NCCL needs one rank
+        per GPU. Nothing when CuPy or a GPU is missing (the backend then says so, or runs on
+        the CPU for --device auto)."""
+        try:
+            import cupy
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception:                           # no CuPy, no driver, no device: not ours to judge
+            return
         if self.local_size > count:
             raise UsageError(f"{self.local_size} ranks on {self.host}, which has {count} GPU(s); start one rank "
                              f"per GPU (mpirun -np {count} per machine, or --device cpu)")
@@ -153,6 +158,9 @@ class NCCLSum:
     def __init__(self, world):
         import cupy
         from cupy.cuda import nccl
+        if not nccl.available:
+            raise UsageError("NCCL is not available to CuPy (it needs libnccl): pip install nvidia-nccl-cu12, "
+                             "or train with --device cpu")
         self.cupy, self.nccl = cupy, nccl
         self.rank = world.rank
         uid = world.bcast(nccl.get_unique_id() if world.rank == 0 else None)
@@ -175,10 +183,14 @@ class NCCLSum:
         padded = self._padded(full, counts)
         rank_slice = padded[self.rank * counts[0]:(self.rank + 1) * counts[0]]
         self.comm.allGather(rank_slice.data.ptr, padded.data.ptr, counts[0], self.types[full.dtype], self._stream())
-        full[...] = padded[:full.size]
+        if padded is not full:
+            full[...] = padded[:full.size]
 
     def _padded(self, full, counts):
-        """full (n,) copied into (size * counts[0],) zeros: equal slices, the first one the largest."""
+        """full (n,) as equal slices of counts[0]: itself when n splits evenly, else a copy
+        padded with zeros."""
+        if full.size == len(counts) * counts[0]:
+            return full
         padded = self.cupy.zeros(len(counts) * counts[0], full.dtype)
         padded[:full.size] = full
         return padded

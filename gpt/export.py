@@ -36,8 +36,8 @@ from .config import GPTConfig
 from .errors import HFFormatError, UserError
 from .model import GPT, parameter_shapes
 from .safetensors import SafetensorsError, load_file, read_header, save_file
-from .untrusted import short_repr, strict_json
 from .tokenizers import LocalVocab
+from .untrusted import MAX_SIZE, short_repr, strict_json
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"      # a checkpoint split into shards
@@ -151,7 +151,6 @@ def export_checkpoint(out_dir, hf_dir):
 # (no tensor data), then the config is held against the headers' names and shapes; only then is
 # the model allocated (n_layer x 12 n_embd^2 floats: the config alone must never decide that).
 
-MAX_SIZE = 2 ** 31 - 1            # the largest n_layer, n_embd, n_positions, ... config.json may give
 SIZE_FIELDS = {                   # GPTConfig field: (config.json name, GPT2Config default)
     "n_layer": ("n_layer", 12), "n_head": ("n_head", 12), "n_embd": ("n_embd", 768),
     "block_size": ("n_positions", 1024), "vocab_size": ("vocab_size", 50257),

@@ -103,6 +103,9 @@ def load_model(backend, out_dir=None, hf_dir=None, *, checkpoint=None, tokenizer
         raise CheckpointError(f"{path} was trained with tokenizer {meta['tokenizer']}, but its tokenizer files "
                               f"now give {tokenizer.identity}; restore those files or use another --out-dir")
     config = GPTConfig.from_dict(meta["config"])        # load_latest checked it fits the parameters
+    if config.vocab_size < tokenizer.vocab_size:
+        raise CheckpointError(f"{path}: its model has {config.vocab_size} token ids, fewer than its {tokenizer.name} "
+                              f"tokenizer's {tokenizer.vocab_size}; the checkpoint is corrupted")
     model = GPT(config, backend, seed=None, ops=ops, **(make_buffers(config) if make_buffers else {}))
     model.params[...] = backend.asarray(checkpoint.arrays["params"], dtype=backend.dtype)
     return Loaded(model, tokenizer, checkpoint)

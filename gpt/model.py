@@ -40,8 +40,12 @@ def parameter_shapes(cfg: GPTConfig):
 
 
 def buffer_size(cfg: GPTConfig):
-    """Elements of the flat parameter buffer (the vocabulary padding rows included)."""
-    return sum(math.prod(shape) for _, shape in parameter_shapes(cfg))
+    """Elements of the flat parameter buffer (the vocabulary padding rows included). Every
+    block has the same tensors, so a one-block model is counted and its block repeated: the
+    count of a config read from a file costs nothing per layer, whatever n_layer it claims."""
+    one = parameter_shapes(cfg.replace(n_layer=1))
+    block = sum(math.prod(shape) for name, shape in one if name.startswith("h.0."))
+    return sum(math.prod(shape) for _, shape in one) + (cfg.n_layer - 1) * block
 
 
 def count_parameters(cfg: GPTConfig):

@@ -4,7 +4,8 @@ claim_out_dir(out_dir, resume, overwrite) is called before a run writes anything
 
     - out_dir must be a directory (it is created when missing);
     - a run that is not --resume'd refuses a directory that already holds a checkpoint,
-      changing nothing, unless --overwrite says to replace that run (its files go);
+      changing nothing, unless --overwrite says to replace that run (remove_run_files, once
+      the new run is built);
     - the run then holds an exclusive lock (flock) on out_dir/.lock for its lifetime; a second
       run on the same directory is refused with one line naming the holder's pid and host.
       The kernel drops the lock when the holder's process ends, however it ends (kill -9
@@ -19,8 +20,10 @@ import os
 import socket
 import time
 
-from .checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, WriteError, remove_stale_temporaries, write_advice
+from .checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, remove_stale_temporaries, write_error
 from .errors import UserError
+from .terminal import printable
+from .untrusted import is_count, strict_json
 
 try:
     import fcntl
@@ -67,7 +70,7 @@ def claim_out_dir(out_dir, resume=False, overwrite=False):
         os.makedirs(out_dir, exist_ok=True)
         lock_fd = os.open(os.path.join(out_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise _unusable(out_dir, e) from None
+        raise write_error(f"cannot use --out-dir {out_dir}", e, out_dir) from None
     run_dir = RunDir(out_dir, lock_fd)
     try:
         _lock(lock_fd, out_dir)
@@ -76,22 +79,13 @@ def claim_out_dir(out_dir, resume=False, overwrite=False):
         removed = remove_stale_temporaries(out_dir) + remove_stale_temporaries(os.path.join(out_dir, "cache"))
         if removed:
             print(f"note: removed {removed} temporary file(s) that an interrupted run left in {out_dir}")
-        if overwrite:
-            for name in RUN_FILES:
-                path = os.path.join(out_dir, name)
-                if os.path.isfile(path):
-                    os.remove(path)
     except OSError as e:
         run_dir.release()
-        raise _unusable(out_dir, e) from None
+        raise write_error(f"cannot use --out-dir {out_dir}", e, out_dir) from None
     except BaseException:
         run_dir.release()
         raise
     return run_dir
-
-
-def _unusable(out_dir, e):
-    return WriteError(f"cannot use --out-dir {out_dir}: {e.strerror or e}; {write_advice(e, out_dir)}")
 
 
 def _refuse_if_locked(out_dir):
@@ -104,6 +98,19 @@ def _refuse_if_locked(out_dir):
         _lock(fd, out_dir, record=False)
     finally:
         os.close(fd)
+
+
+def remove_run_files(out_dir):
+    """--overwrite: the previous run's checkpoints, curve, plot and config go (the new run
+    calls this once it is built, so that a bad option or a run that does not fit deletes
+    nothing)."""
+    for name in RUN_FILES:
+        path = os.path.join(out_dir, name)
+        try:
+            if os.path.isfile(path):
+                os.remove(path)
+        except OSError as e:
+            raise write_error(f"cannot remove {path} (--overwrite)", e, out_dir) from None
 
 
 def _lock(fd, out_dir, record=True):
@@ -129,7 +136,10 @@ def _lock(fd, out_dir, record=True):
 def _holder(fd):
     """'pid 123 on host h, started ...' from the lock file (written by the holder)."""
     try:
-        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        return f"pid {int(info['pid'])} on host {str(info['host'])[:64]}, started {str(info['started'])[:20]}"
+        info = strict_json(os.pread(fd, 4096, 0).decode("utf-8"))
+        pid, host, started = info["pid"], info["host"], info["started"]
     except (OSError, ValueError, KeyError, TypeError):
         return "its pid is not recorded yet"
+    if not (is_count(pid) and isinstance(host, str) and isinstance(started, str)):
+        return "its lock file does not say which"
+    return f"pid {pid} on host {printable(host[:64])}, started {printable(started[:20])}".replace("\n", " ")

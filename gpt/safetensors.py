@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from .untrusted import short_repr, strict_json
+from .untrusted import is_count, short_repr, strict_json
 
 # safetensors dtype name -> NumPy dtype of the stored bytes (little-endian). BF16 has no NumPy
 # type: it is read as uint16 and widened to float32 (see _bf16_to_f32).
@@ -112,11 +112,6 @@ def _parse_json(path, raw):
     return header
 
 
-def _is_count(value):
-    """A JSON non-negative integer (true and false are Python ints too, but not counts)."""
-    return type(value) is int and value >= 0
-
-
 def _check_entry(path, name, info):
     """One tensor's entry: the fields, their types, and shape agreeing with data_offsets."""
     where = f"{path}: tensor {short_repr(name)}"
@@ -126,10 +121,10 @@ def _check_entry(path, name, info):
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if not (isinstance(dtype, str) and dtype in DTYPES):
         raise SafetensorsError(f"{where} has dtype {short_repr(dtype)}; expected one of {', '.join(DTYPES)}")
-    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(map(_is_count, shape))):
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(map(is_count, shape))):
         raise SafetensorsError(f"{where} has shape {short_repr(shape)}; expected a list of at most "
                                f"{MAX_DIMS} non-negative integers")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(is_count, offsets))
             and offsets[0] <= offsets[1]):
         raise SafetensorsError(f"{where} has data_offsets {short_repr(offsets)}; expected [begin, end] "
                                "with 0 <= begin <= end")

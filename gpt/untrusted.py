@@ -4,7 +4,22 @@ Every file a run reads is untrusted (a checkpoint, a cache, a Hugging Face direc
 tokenizer file): its errors must be one line, and must not dump what the file holds.
 """
 import json
+import math
 import reprlib
+
+MAX_SIZE = 2**31 - 1      # the largest model dimension, step or count a file may give
+
+
+def is_count(value, lo=0, hi=None):
+    """A JSON integer of at least lo (and at most hi, if given): true and false are Python ints
+    too, but not counts."""
+    return type(value) is int and value >= lo and (hi is None or value <= hi)
+
+
+def is_clean_text(value):
+    """A string a path or a name can be: no NUL byte, no lone surrogate (neither can be
+    passed to the operating system)."""
+    return isinstance(value, str) and "\0" not in value and not any("\ud800" <= c <= "\udfff" for c in value)
 
 
 def short_repr(value, limit=80):
@@ -22,17 +37,25 @@ _REPR.maxlevel = 2
 
 def strict_json(text):
     """json.loads for untrusted files. Raises ValueError with a one-line reason for what Python's
-    json accepts beyond JSON (NaN, Infinity), duplicate keys (JSON leaves their meaning open),
+    json accepts beyond JSON (NaN, Infinity, numbers too large for a float), duplicate keys (JSON leaves their meaning open),
     integers of more than 20 digits (past uint64, and slow to convert) and nesting too deep to
     parse (json's RecursionError)."""
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_int=_short_int, object_pairs_hook=_no_duplicates)
+        return json.loads(text, parse_constant=_no_constant, parse_int=_short_int, parse_float=_finite_float,
+                          object_pairs_hook=_no_duplicates)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
 
 def _no_constant(name):
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):                                  # 1e400: json makes it inf
+        raise ValueError(f"{short_repr(text)} is not a finite number")
+    return value
 
 
 def _short_int(digits):

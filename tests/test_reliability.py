@@ -42,6 +42,20 @@ def tiny_checkpoint(path, step=3, history=None, **meta_changes):
     return params
 
 
+def stored(loaded):
+    """A loaded checkpoint's arrays as a file stores them (the curve as its array)."""
+    return {**loaded.arrays, "curve": ckpt.curve_array(loaded.history)}
+
+
+def rewrite(path, arrays, meta, redigest=False):
+    """Write a crafted checkpoint from `arrays` and `meta` as given, with digests that match
+    when asked (a crafted file may well carry matching ones)."""
+    if redigest:
+        meta = {**meta, "sha256": {name: ckpt.digest(a) for name, a in arrays.items()}}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+
+
 # ---------------------------------------------------------------------------- the format
 
 
@@ -100,10 +114,7 @@ def test_non_finite_parameters_are_never_saved_nor_loaded(tmp_path):
     assert digest(path) == before
     arrays = {"params": params.copy(), "adam_m": params, "adam_v": params, "curve": np.zeros((0, 7))}
     arrays["params"][5] = np.inf
-    meta = load_checkpoint(str(path)).meta
-    meta["sha256"] = {k: ckpt.digest(v) for k, v in arrays.items()}
-    with open(path, "wb") as f:                                     # a crafted file, digests and all
-        np.savez(f, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    rewrite(path, arrays, load_checkpoint(str(path)).meta, redigest=True)
     with pytest.raises(CheckpointError, match="1 parameters are NaN or infinite"):
         load_checkpoint(str(path))
 
@@ -116,6 +127,9 @@ def test_non_finite_parameters_are_never_saved_nor_loaded(tmp_path):
     (lambda m: m["config"].update(n_layer=2), "parameters but its config needs"),
     (lambda m: m["config"].update(n_embd=10**6), "parameters but its config needs"),   # no 48 GiB model first
     (lambda m: m["config"].update(n_embd=2**40), "n_embd"),
+    (lambda m: m["config"].update(n_layer=2**31 - 1), "parameters but its config needs"),   # counted at once
+    (lambda m: m["options"].update(bpe_vocab="vocab\0.json"), "bpe_vocab"),
+    (lambda m: m.pop("tokenizer"), "tokenizer identity"),
     (lambda m: m["config"].update(n_head=3), "divisible"),
     (lambda m: m["config"].update(dropout="0.1"), "dropout"),
     (lambda m: m["config"].update(vocab_size=-1), "vocab_size"),
@@ -132,12 +146,48 @@ def test_malformed_metadata_is_one_line(tmp_path, change, word):
     loaded = load_checkpoint(str(path))
     meta = loaded.meta
     change(meta)
-    arrays = {**loaded.arrays, "curve": ckpt.curve_array(loaded.history)}
-    with open(path, "wb") as f:
-        np.savez(f, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    rewrite(path, stored(loaded), meta)
     with pytest.raises(CheckpointError, match=word) as e:
         load_checkpoint(str(path))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -1.0, 2.5])
+def test_a_crafted_loss_curve_is_one_line(tmp_path, value):
+    path = tmp_path / CHECKPOINT_NAME
+    tiny_checkpoint(path)
+    loaded = load_checkpoint(str(path))
+    arrays = stored(loaded)
+    arrays["curve"][1, 0] = value                                   # a step that is not a step
+    rewrite(path, arrays, loaded.meta, redigest=True)
+    with pytest.raises(CheckpointError, match="not whole numbers"):
+        load_checkpoint(str(path))
+
+
+def test_a_zip_entry_claiming_more_than_the_file_is_refused(tmp_path):
+    """The zip's central directory says how big an entry is; a crafted one claims 4 GiB in a
+    small file, and no 4 GiB array is allocated for it."""
+    path = tmp_path / CHECKPOINT_NAME
+    tiny_checkpoint(path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("params.npy")
+    central = [i for i in range(len(data) - 4) if data[i:i + 4] == b"PK\x01\x02"
+               and data[i + 46:i + 56] == b"params.npy"][0]
+    data[central + 20:central + 28] = (0xFFFFFFF0).to_bytes(4, "little") * 2   # compressed and plain sizes
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(str(path))
+
+
+def test_a_gpt2_tokenizer_on_a_byte_sized_model_is_one_line(tmp_path):
+    from gpt.loading import load_model
+    path = tmp_path / CHECKPOINT_NAME
+    from gpt.tokenizers import make_tokenizer
+    tiny_checkpoint(path, tokenizer=make_tokenizer("gpt2").identity,
+                    options={"tokenizer": "gpt2", "bpe_vocab": None, "bpe_merges": None})
+    with pytest.raises(CheckpointError, match="its model has 256 token ids, fewer than"):
+        load_model(Backend("cpu"), out_dir=str(tmp_path))
 
 
 def test_array_headers_are_checked_against_the_file_before_allocating(tmp_path):
@@ -199,9 +249,7 @@ def test_fuzzed_metadata_gives_only_one_line_errors(tmp_path, field, value):
     loaded = load_checkpoint(str(path))
     meta = loaded.meta
     (meta["config"] if field in ("n_layer", "n_embd", "dropout", "vocab_size") else meta)[field] = value
-    arrays = {**loaded.arrays, "curve": ckpt.curve_array(loaded.history)}
-    with open(tmp_path / "fuzzed.npz", "wb") as f:
-        np.savez(f, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    rewrite(tmp_path / "fuzzed.npz", stored(loaded), meta)
     _loads_or_refuses(tmp_path, (tmp_path / "fuzzed.npz").read_bytes())
 
 
@@ -235,13 +283,63 @@ def test_a_save_after_one_killed_between_link_and_rename(tmp_path):
     assert load_checkpoint(str(tmp_path / PREVIOUS_NAME)).meta["step"] == 3
 
 
+def test_permission_and_read_only_errors_are_one_line(tmp_path, monkeypatch):
+    """As root the kernel lets every write through, so the refusal is simulated where it
+    happens: creating the temporary file."""
+    import tempfile
+    for error, words in ((errno.EACCES, "no permission to write"), (errno.EROFS, "read-only")):
+        def refuse(*args, **kwargs):
+            raise OSError(error, os.strerror(error))
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        with pytest.raises(WriteError, match=words):
+            ckpt.write_text(str(tmp_path / "config.json"), "{}")
+    assert os.listdir(tmp_path) == []
+
+
+def test_files_keep_the_usual_permissions(tmp_path):
+    """Temporary files are made 0600; the files they become get what open() gives (umask)."""
+    old = os.umask(0o022)
+    try:
+        ckpt.write_text(str(tmp_path / "config.json"), "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_stale_temporaries_are_recognised(tmp_path):
-    for name in (".ckpt.npz.abc_12xy.tmp", "ckpt.npz.tmp", ".loss_curve.json.0a1b2c3d.tmp"):
+    for name in (".ckpt.npz.abc_12xy.tmp", "ckpt.npz.tmp", ".loss_curve.json.0a1b2c3d.tmp",
+                 ".corpus-0123abcd-gpt2.bin.k2j3h4g5.tmp"):
         (tmp_path / name).write_bytes(b"partial")
-    for name in ("notes.tmp", "ckpt.npz", ".hidden.tmp"):                    # not ours: kept
+    for name in ("notes.tmp", "ckpt.npz", ".hidden.tmp", ".notes.txt.abcdefgh.tmp"):    # not ours: kept
         (tmp_path / name).write_bytes(b"keep")
-    assert remove_stale_temporaries(str(tmp_path)) == 3
-    assert sorted(os.listdir(tmp_path)) == [".hidden.tmp", "ckpt.npz", "notes.tmp"]
+    assert remove_stale_temporaries(str(tmp_path)) == 4
+    assert sorted(os.listdir(tmp_path)) == [".hidden.tmp", ".notes.txt.abcdefgh.tmp", "ckpt.npz", "notes.tmp"]
+
+
+def test_claiming_an_out_dir_removes_what_a_killed_run_left(tmp_path, capsys):
+    from gpt.rundir import claim_out_dir
+    (tmp_path / ".ckpt.npz.abcdefgh.tmp").write_bytes(b"partial")
+    claim_out_dir(str(tmp_path)).release()
+    assert not (tmp_path / ".ckpt.npz.abcdefgh.tmp").exists()
+    assert "removed 1 temporary file" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("holder, shown", [
+    ('{"pid": 1e400, "host": "h", "started": "t"}', "not recorded"),      # json: inf; strict: refused
+    ({"pid": "7", "host": "h", "started": "t"}, "does not say"),
+    ({"pid": 7, "host": "evil\n\x1b[2Jhost", "started": "t"}, "pid 7 on host evil \\x1b[2Jhost"),
+    ("not json", "not recorded"),
+])
+def test_a_crafted_lock_file_is_quoted_safely(tmp_path, holder, shown):
+    import fcntl
+    from gpt.rundir import LOCK_NAME, RunDirError, claim_out_dir
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(holder if isinstance(holder, str) else json.dumps(holder))
+    with open(lock) as f:
+        fcntl.flock(f, fcntl.LOCK_EX)                                # held by "another run"
+        with pytest.raises(RunDirError) as e:
+            claim_out_dir(str(tmp_path))
+    assert shown in str(e.value) and "\n" not in str(e.value) and "\x1b" not in str(e.value)
 
 
 def _limited_file_size(limit):
@@ -300,6 +398,59 @@ def test_a_new_run_never_replaces_an_existing_one(tmp_path):
     assert replaced.meta["step"] == 3 and [r["step"] for r in replaced.history] == [1, 2, 3]
 
 
+def test_resume_continues_where_it_was_read_from(tmp_path):
+    """A checkpoint's saved out_dir (another run's) is never where a resumed run writes."""
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    assert train.main(FAST + ["--max-steps", "2", "--out-dir", str(out)]) == 0
+    loaded = load_checkpoint(str(out / CHECKPOINT_NAME))
+    rewrite(out / CHECKPOINT_NAME, stored(loaded), {**loaded.meta, "options": {**loaded.meta["options"],
+                                                                             "out_dir": str(elsewhere)}})
+    assert train.main(["--resume", "--max-steps", "3", "--out-dir", str(out)]) == 0
+    assert load_checkpoint(str(out / CHECKPOINT_NAME)).meta["step"] == 3 and not elsewhere.exists()
+
+
+def test_a_checkpoint_knows_when_another_run_replaced_it(tmp_path):
+    path = tmp_path / CHECKPOINT_NAME
+    tiny_checkpoint(path)
+    loaded = load_checkpoint(str(path))
+    assert not loaded.changed()
+    tiny_checkpoint(path, step=4)
+    assert loaded.changed()
+
+
+def test_overwrite_deletes_nothing_until_the_new_run_is_built(tmp_path):
+    out = tmp_path / "run"
+    assert train.main(FAST + ["--max-steps", "2", "--out-dir", str(out)]) == 0
+    before = digest(out / CHECKPOINT_NAME)
+    assert_clean_error(run_cli(*FAST, "--overwrite", "--n-embd", "30", "--n-head", "4", "--out-dir", out), "divisible")
+    assert_clean_error(run_cli(*FAST, "--overwrite", "--batch-size", "10000000", "--out-dir", out), "needs about")
+    assert digest(out / CHECKPOINT_NAME) == before
+
+
+def test_ctrl_c_during_the_last_sample_names_the_checkpoint(tmp_path, monkeypatch, capsys):
+    def interrupted_sample(self, label):
+        if label == "after training":
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train.Trainer, "sample", interrupted_sample)
+    out = tmp_path / "run"
+    assert train.main(FAST + ["--max-steps", "2", "--out-dir", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "the checkpoint of step 2 is in" in err and "nothing was saved" not in err
+
+
+def test_a_fallback_then_two_saves_never_keep_the_damaged_file(tmp_path):
+    """Resumed from ckpt.prev.npz (the newest was damaged): the next save must not keep the
+    damaged file as ckpt.prev.npz; the one after keeps the good one."""
+    out = tmp_path / "run"
+    assert train.main(FAST + ["--max-steps", "2", "--eval-interval", "1", "--out-dir", str(out)]) == 0
+    _flip_in_array(out / CHECKPOINT_NAME, "params")
+    assert train.main(["--resume", "--max-steps", "3", "--out-dir", str(out)]) == 0
+    assert load_checkpoint(str(out / CHECKPOINT_NAME)).meta["step"] == 3
+    assert load_checkpoint(str(out / PREVIOUS_NAME)).meta["step"] == 2     # this session's step 2, which loads
+    assert train.main(["--resume", "--max-steps", "4", "--out-dir", str(out)]) == 0
+    assert load_checkpoint(str(out / PREVIOUS_NAME)).meta["step"] == 3
+
+
 def test_two_runs_on_one_out_dir(tmp_path):
     """The second run is refused, naming the first's pid and host; the first finishes intact."""
     out = tmp_path / "run"
@@ -334,7 +485,7 @@ def test_kill_9_at_ten_moments_loses_nothing(tmp_path):
     """kill -9 a run at 10 moments: 5 at random times, 5 while a checkpoint is being written
     (its temporary file exists). After each kill the checkpoint loads and --resume completes,
     and the final state equals that of a run never interrupted."""
-    args = [*FAST, "--max-steps", "40", "--eval-interval", "4", "--workers", "1"]
+    args = [*FAST, "--max-steps", "400", "--eval-interval", "25", "--workers", "1"]
     reference = tmp_path / "reference"
     assert run_cli(*args, "--out-dir", reference).returncode == 0
     ref_step, ref_arrays, ref_curve = _final_state(reference)
@@ -348,8 +499,9 @@ def test_kill_9_at_ten_moments_loses_nothing(tmp_path):
             while time.time() < deadline and proc.poll() is None:
                 if out.is_dir() and any(n.startswith(".ckpt.npz.") for n in os.listdir(out)):
                     break
-        else:
-            time.sleep(rng.uniform(0.3, 2.0))
+        else:                                                        # within the run's ~2 s
+            time.sleep(rng.uniform(0.4, 1.4))
+        assert proc.poll() is None, f"trial {trial}: the run ended before the kill"
         proc.kill()
         proc.wait()
         if (out / CHECKPOINT_NAME).exists() or (out / PREVIOUS_NAME).exists():
@@ -414,9 +566,7 @@ def test_a_format_1_checkpoint_with_a_broken_curve_resumes_with_a_warning(tmp_pa
     out = tmp_path / "run"
     assert train.main(FAST + ["--max-steps", "3", "--out-dir", str(out)]) == 0
     loaded = load_checkpoint(str(out / CHECKPOINT_NAME))
-    meta = {k: v for k, v in loaded.meta.items() if k not in ("format", "sha256")}
-    with open(out / CHECKPOINT_NAME, "wb") as f:
-        np.savez(f, **loaded.arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    rewrite(out / CHECKPOINT_NAME, loaded.arrays, {k: v for k, v in loaded.meta.items() if k not in ("format", "sha256")})
     (out / "loss_curve.json").write_text("[1, 2")
     capsys.readouterr()
     assert train.main(["--resume", "--max-steps", "5", "--out-dir", str(out)]) == 0
@@ -429,11 +579,9 @@ def test_non_finite_checkpoints_are_refused_everywhere(tmp_path, tool):
     out = tmp_path / "run"
     assert train.main(FAST + ["--max-steps", "2", "--out-dir", str(out)]) == 0
     loaded = load_checkpoint(str(out / CHECKPOINT_NAME))
-    arrays = {**loaded.arrays, "curve": ckpt.curve_array(loaded.history)}
+    arrays = stored(loaded)
     arrays["params"][0] = np.nan
-    meta = {**loaded.meta, "sha256": {k: ckpt.digest(v) for k, v in arrays.items()}}
-    with open(out / CHECKPOINT_NAME, "wb") as f:
-        np.savez(f, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    rewrite(out / CHECKPOINT_NAME, arrays, loaded.meta, redigest=True)
     command = {"resume": ["train.py", "--resume"], "sample": ["sample.py", "--max-new-tokens", "3"],
                "export": ["-m", "gpt.export", "--hf-dir", str(tmp_path / "hf")]}[tool]
     result = subprocess.run([sys.executable, *command, "--out-dir", str(out)], capture_output=True, text=True,
@@ -446,11 +594,8 @@ def test_crafted_saved_options_are_one_line(tmp_path):
     assert train.main(FAST + ["--max-steps", "2", "--out-dir", str(out)]) == 0
     loaded = load_checkpoint(str(out / CHECKPOINT_NAME))
     for key, value in (("batch_size", "16"), ("batch_size", -4), ("lr", None), ("sampling", "shuffled"),
-                       ("resume", 1)):
-        arrays = {**loaded.arrays, "curve": ckpt.curve_array(loaded.history)}
-        meta = {**loaded.meta, "options": {**loaded.meta["options"], key: value}}
-        with open(out / CHECKPOINT_NAME, "wb") as f:
-            np.savez(f, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+                       ("local_vocab", 1), ("data", "a\0b"), ("prompt", "\ud800"), ("zero", 2)):
+        rewrite(out / CHECKPOINT_NAME, stored(loaded), {**loaded.meta, "options": {**loaded.meta["options"], key: value}})
         with pytest.raises(CheckpointError, match=f"option {key}"):
             train.resolve_options(["--resume", "--out-dir", str(out)])
 

@@ -73,7 +73,7 @@ class Peak:
 CRAFTED_HEADERS = [
     (one([2], [0, float("inf")]), b"\0" * 8, "Infinity is not a JSON number"),
     (one([2], [0, float("nan")]), b"\0" * 8, "NaN is not a JSON number"),
-    (b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 1e400]}}', b"\0" * 8, "data_offsets [0, inf]"),
+    (b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 1e400]}}', b"\0" * 8, "'1e400' is not a finite number"),
     (one([2], [0, 10 ** 30]), b"\0" * 8, "integer of 31 digits"),
     (one([2], [8, 0]), b"\0" * 8, "begin <= end"),
     (one([2], [-8, 0]), b"\0" * 8, "data_offsets"),
@@ -264,7 +264,7 @@ def test_bad_config_sizes_give_one_line(hf_dir, changes, word):
 
 @pytest.mark.parametrize("text, word", ids=["duplicate", "inf", "deep"], argvalues=[
     ('{"model_type": "gpt2", "n_layer": 2, "n_layer": 3}', "'n_layer' appears twice"),
-    ('{"model_type": "gpt2", "resid_pdrop": 1e400}', "--dropout must be in [0, 1), got inf"),
+    ('{"model_type": "gpt2", "resid_pdrop": 1e400}', "'1e400' is not a finite number"),
     ('{"model_type": "gpt2", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
 ])
 def test_crafted_config_json(hf_dir, text, word):

@@ -5,13 +5,15 @@ Run it with the real cupy importable and the stand-in NOT on sys.path:
     python tests/cupy_standin/make_names.py
 
 CuPy imports without a GPU, so `dir()` of its modules and classes can be read here. The cuBLAS
-binding does not import without libcublas; its names come from its Cython source
-(cupy_backends/cuda/libs/cublas.pyx and .pxd) at the tag of the installed version in the CuPy
-mirror (HEAD when the tag is absent).
+and NCCL bindings do not import without libcublas and libnccl; their names come from their
+Cython sources (cupy_backends/cuda/libs/{cublas,nccl}.pyx and .pxd) at the tag of the installed
+version in the CuPy mirror (HEAD when the tag is absent), and so do the names of
+NcclCommunicator. cupy.cuda.nccl, a Python module that star-imports the NCCL binding when
+libnccl loads, gets its own `dir()` plus the binding's public names.
 
 The json holds, per module and per class, every name `dir()` lists (plus the names a module's
-`__getattr__` resolves lazily), the constant values the stand-in copies (cuBLAS enums, CUDA data
-types), which cupy names are the very numpy objects, the ufuncs with their metadata, and the
+`__getattr__` resolves lazily), the constant values the stand-in copies (cuBLAS and NCCL enums, CUDA
+data types), which cupy names are the very numpy objects, the ufuncs with their metadata, and the
 keyword parameters of callables (so the stand-in refuses keywords CuPy does not take).
 """
 import functools
@@ -30,6 +32,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 OUT = HERE / "cupy_names.json"
 MIRROR = pathlib.Path("/work/.mirror/cupy+cupy/repo")
 CUBLAS_SOURCE = "cupy_backends/cuda/libs/cublas"
+NCCL_SOURCE = "cupy_backends/cuda/libs/nccl"
 
 MODULES = ["cupy", "cupy.random", "cupy.cuda", "cupy.cuda.runtime", "cupy.cuda.memory",
            "cupy.cuda.device", "cupy.cuda.compiler", "cupy.cuda.stream", "cupy.cuda.driver"]
@@ -151,22 +154,39 @@ def git_show(ref, path):
                           check=True, capture_output=True, text=True).stdout
 
 
-def cublas_from_source(version):
-    """(names, constants, source ref) of cupy_backends.cuda.libs.cublas from its Cython source."""
+def source_ref(version):
+    """The mirror's tag of CuPy `version`, or HEAD when the mirror lacks it."""
     tag = f"v{version}"
     tags = subprocess.run(["git", "-C", str(MIRROR), "tag", "-l", tag],
                           check=True, capture_output=True, text=True).stdout.split()
-    ref = tag if tag in tags else "HEAD"
-    pyx = git_show(ref, CUBLAS_SOURCE + ".pyx")
-    pxd = git_show(ref, CUBLAS_SOURCE + ".pxd")
+    return tag if tag in tags else "HEAD"
+
+
+def cython_module(ref, source):
+    """(names, constants, pyx text) of the Cython module at `source` (.pyx and .pxd): its
+    cpdef/def functions, classes, module-level assignments, cpdef enum values, and the
+    metadata every Cython module has."""
+    pyx = git_show(ref, source + ".pyx")
+    pxd = git_show(ref, source + ".pxd")
     names = set(re.findall(r"^cpdef\s+(?:[\w\s*]+?\s+)?(\w+)\s*\(", pyx, re.M))
-    names |= set(re.findall(r"^(?:def|class)\s+(\w+)", pyx, re.M))
+    names |= set(re.findall(r"^(?:def|class|cdef\s+class)\s+(\w+)", pyx, re.M))
+    names |= set(re.findall(r"^(\w+)\s*=", pyx, re.M))
     constants = {}
     for block in re.findall(r"^cpdef enum[^:]*:\n((?:[ \t]+.*\n|\n)+)", pxd + "\n", re.M):
         for name, value in re.findall(r"^[ \t]+(\w+)\s*=\s*(-?\d+)", block, re.M):
             constants[name] = int(value)
     names |= set(constants) | set(CYTHON_MODULE_DUNDERS)
-    return sorted(names), constants, f"{MIRROR.name}@{ref}"
+    return sorted(names), constants, pyx
+
+
+def cython_class(pyx, name):
+    """dir() of the cdef class `name` in Cython source `pyx`: its def/cpdef methods and
+    properties, the pickling helpers Cython adds, and object's own names."""
+    body = re.search(rf"^cdef class {name}\b.*?:\n((?:[ \t]+.*\n|\n)+)", pyx, re.M).group(1)
+    methods = re.findall(r"^    (?:cp)?def\s+(?:[\w\s*]+?\s+)?(\w+)\s*\(", body, re.M)
+    methods += re.findall(r"^    property\s+(\w+)", body, re.M)
+    added = {"__pyx_vtable__", "__reduce_cython__", "__setstate_cython__"}
+    return sorted(set(dir(object)) | added | set(methods) - {"__cinit__", "__dealloc__"})
 
 
 def main():
@@ -180,21 +200,32 @@ def main():
     for path in MODULES:
         module = resolve(path)
         modules[path] = sorted(set(dir(module)) | set(lazy_names(module)))
-    cublas_names, cublas_constants, cublas_ref = cublas_from_source(cupy.__version__)
+    ref = source_ref(cupy.__version__)
+    cublas_names, cublas_constants, _ = cython_module(ref, CUBLAS_SOURCE)
     modules["cupy_backends.cuda.libs.cublas"] = cublas_names
+    nccl_names, nccl_constants, nccl_pyx = cython_module(ref, NCCL_SOURCE)
+    modules["cupy_backends.cuda.libs.nccl"] = nccl_names
+    with warnings.catch_warnings():   # without libnccl: the wrapper's own names and `available`
+        warnings.simplefilter("ignore")
+        import cupy.cuda.nccl
+    modules["cupy.cuda.nccl"] = sorted(set(dir(cupy.cuda.nccl))
+                                       | {n for n in nccl_names if not n.startswith("_")})
     runtime = cupy.cuda.runtime
     data = {
         "cupy_version": cupy.__version__,
         "numpy_version": numpy.__version__,
-        "cublas_source": f"{CUBLAS_SOURCE}.pyx/.pxd at {cublas_ref}",
+        "cublas_source": f"{CUBLAS_SOURCE}.pyx/.pxd at {MIRROR.name}@{ref}",
+        "nccl_source": f"{NCCL_SOURCE}.pyx/.pxd at {MIRROR.name}@{ref}",
         "modules": modules,
-        "classes": {path: sorted(dir(resolve(path))) for path in CLASSES},
+        "classes": {**{path: sorted(dir(resolve(path))) for path in CLASSES},
+                    "cupy.cuda.nccl.NcclCommunicator": cython_class(nccl_pyx, "NcclCommunicator")},
         "numpy_identical": sorted(n for n in dir(cupy) if not n.startswith("_")
                                   and getattr(cupy, n) is numpy_attr(n)),
         "ufuncs": ufunc_table(cupy),
         "keywords": keyword_table(cupy),
         "constants": {
             "cupy_backends.cuda.libs.cublas": cublas_constants,
+            "cupy_backends.cuda.libs.nccl": nccl_constants,
             "cupy.cuda.runtime": {n: getattr(runtime, n) for n in dir(runtime)
                                   if not n.startswith("_") and isinstance(getattr(runtime, n), int)},
         },

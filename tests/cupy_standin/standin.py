@@ -1,7 +1,9 @@
 """Test-facing API of the CuPy stand-in (not part of the fake `cupy` namespace).
 
 With tests/cupy_standin first on sys.path, `import cupy` gets a strict, NumPy-backed CuPy on a
-fake one-GPU (H200) machine, and `import standin` this module:
+fake machine of one H200 (CUPY_STANDIN_GPUS=n: n of them, for one process per GPU under mpirun),
+with NCCL communicators whose collectives run through MPI (`from cupy.cuda import nccl`, needs
+mpi4py), and `import standin` this module:
 
     counts            global Counts since import or reset() (totals, kernels, gemm_log; by_site
                       stays empty: sites are looked up only inside counting())
@@ -10,8 +12,12 @@ fake one-GPU (H200) machine, and `import standin` this module:
                       frame outside the stand-in
     reset()           zero the global counts
     Counts            .launches .syncs .h2d .d2h (ints), .by_site, .kernels (Counter of custom
-                      kernel launches by twin name), .gemm_log (list of GemmCall), .as_dict()
+                      kernel launches by twin name), .gemm_log (list of GemmCall), .nccl_log
+                      (list of NcclCall), .as_dict()
     GemmCall          (function, m, n, k, batch, compute_type, site) of one cuBLAS GEMM call
+    NcclCall          (function, count, dtype, rank, site) of one NCCL collective; with
+                      CUPY_STANDIN_NCCL_LOG=path every process also appends each as a JSON line
+                      (plus "callers": the qualified names of the calling functions) to path
     TWINS             {kernel base name: NumPy twin}, filled from twins.py (if present) on first
                       use; tests may add entries. Calling conventions: see _standin/kernels.py
     fail_compile(name=None)   the next compilation of kernel `name` (None: any) raises
@@ -25,7 +31,7 @@ fake one-GPU (H200) machine, and `import standin` this module:
 import contextlib
 
 from _standin import memory, state
-from _standin.state import Counts, GemmCall, TWINS, fail_compile, reset
+from _standin.state import Counts, GemmCall, NcclCall, TWINS, fail_compile, reset
 
 counts = state.counts
 clear_compile_failures = state.clear_failures
@@ -61,5 +67,5 @@ def device_pointer_info(ptr):
 
 state.load_twins()
 
-__all__ = ["Counts", "GemmCall", "TWINS", "clear_compile_failures", "counting", "counts",
+__all__ = ["Counts", "GemmCall", "NcclCall", "TWINS", "clear_compile_failures", "counting", "counts",
            "device_pointer_info", "fail_compile", "live_bytes", "reset", "set_memory_limit"]

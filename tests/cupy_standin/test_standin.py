@@ -18,7 +18,9 @@ FAKE_MODULES = {  # json key -> module path to import
     "cupy.cuda.runtime": "cupy.cuda.runtime", "cupy.cuda.memory": "cupy.cuda.memory",
     "cupy.cuda.device": "cupy.cuda.device", "cupy.cuda.compiler": "cupy.cuda.compiler",
     "cupy.cuda.stream": "cupy.cuda.stream", "cupy.cuda.driver": "cupy_backends.cuda.api.driver",
-    "cupy_backends.cuda.libs.cublas": "cupy_backends.cuda.libs.cublas"}
+    "cupy_backends.cuda.libs.cublas": "cupy_backends.cuda.libs.cublas",
+    "cupy.cuda.nccl": "cupy.cuda.nccl",   # imported last: once imported it is in dir(cupy.cuda)
+    "cupy_backends.cuda.libs.nccl": "cupy_backends.cuda.libs.nccl"}
 
 
 def _ours(name):
@@ -82,6 +84,7 @@ def test_every_exposed_module_name_is_real(fake):
 
 def test_every_exposed_class_name_is_real(fake):
     cupy, _ = fake
+    import cupy.cuda.nccl  # noqa: F401  (a submodule CuPy does not import by itself)
     for key in NAMES["classes"]:
         if key == "cupy._core.flags.Flags":
             cls = type(cupy.zeros(1).flags)
@@ -485,6 +488,46 @@ def test_device_description(fake):
     assert device.id == 0 and device.compute_capability == "90"
     assert cupy.cuda.runtime.CUDA_R_32F == 0 and cupy.cuda.runtime.CUDA_R_64F == 1
     assert isinstance(cupy.cuda.device.get_cublas_handle(), int)
+
+
+def test_gpus_and_the_current_device(fake):
+    """One GPU unless CUPY_STANDIN_GPUS says more; the current device is per thread, and an
+    allocation belongs to the device current when it was made."""
+    import threading
+
+    from _standin import state
+    cupy, _ = fake
+    assert cupy.cuda.runtime.getDeviceCount() == 1
+    with pytest.raises(cupy.cuda.runtime.CUDARuntimeError, match="invalid device ordinal"):
+        cupy.cuda.Device(1).use()
+    state.n_devices = 2
+    cupy.cuda.Device(1).use()
+    a = cupy.zeros(3)
+    with cupy.cuda.Device(0):
+        assert cupy.cuda.runtime.getDevice() == 0 and cupy.cuda.Device().id == 0
+        b = cupy.zeros(3)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(cupy.cuda.runtime.getDevice()))
+    thread.start()
+    thread.join()
+    assert cupy.cuda.runtime.getDevice() == 1 and seen == [0]
+    assert (a.device.id, a.data.device_id, a[1:].device.id, b.device.id, b.data.mem.device_id) == (1, 1, 1, 0, 0)
+
+
+def test_nccl_arguments_checked_before_any_communication(fake):
+    """What the fake NCCL checks without MPI (the collectives: tests/test_mpi_nccl.py)."""
+    from cupy.cuda import nccl
+    uid = nccl.get_unique_id()
+    assert isinstance(uid, bytes) and len(uid) == 128 and uid != nccl.get_unique_id()
+    assert (nccl.NCCL_SUM, nccl.NCCL_FLOAT32, nccl.NCCL_FLOAT64) == (0, 7, 8) and nccl.available
+    with pytest.raises(TypeError, match="expected bytes, got tuple"):
+        nccl.NcclCommunicator(1, tuple(uid), 0)            # CuPy < 14's unique ids
+    with pytest.raises(ValueError, match="commId length 127 != 128"):
+        nccl.NcclCommunicator(1, uid[1:], 0)
+    with pytest.raises(AttributeError, match="NcclCommunicator.broadcast is not implemented"):
+        object.__new__(nccl.NcclCommunicator).broadcast
+    with pytest.raises(AttributeError, match="cupy.cuda.nccl.groupStart is not implemented"):
+        nccl.groupStart
 
 
 def test_empty_memory_is_poisoned(fake):

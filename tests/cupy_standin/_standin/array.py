@@ -78,8 +78,9 @@ class ndarray:
 
     @property
     def device(self):
+        """The device its memory is on."""
         from _standin.device import Device
-        return Device(0)
+        return Device(memory.allocation_of(_get(self)).device_id)
 
     # ---- device -> host ------------------------------------------------------------------
 

@@ -1,7 +1,10 @@
-"""The one fake GPU (an H200, device 0): Device, streams, events, and the CUDA runtime calls.
+"""The fake GPUs (H200s: device 0 alone, or CUPY_STANDIN_GPUS of them): Device, streams,
+events, and the CUDA runtime calls. The current device is per thread (state.current_device);
+each allocation belongs to the device current when it was made.
 
 Everything runs synchronously on the host, so synchronizing only counts (a sync)."""
 import itertools
+import threading
 
 from _standin import memory, state
 from _standin.names import CONSTANTS, NAMES, restrict
@@ -40,16 +43,16 @@ class CUDARuntimeError(RuntimeError):
 
 
 def _check_device(device_id):
-    if device_id != 0:
+    if not 0 <= device_id < state.n_devices:
         raise CUDARuntimeError(101)
 
 
 class Device:
-    """CUDA device 0, the only one (an H200)."""
+    """A CUDA device (an H200); Device() is the current one."""
     __slots__ = ("id",)
 
     def __init__(self, device=None):
-        self.id = 0 if device is None else int(device)
+        self.id = state.current_device() if device is None else int(device)
 
     def __repr__(self):
         return f"<CUDA Device {self.id}>"
@@ -64,14 +67,18 @@ class Device:
         return self.id
 
     def __enter__(self):
+        """Makes this device current until __exit__, which restores the previous one."""
         _check_device(self.id)
+        _previous_devices().append(state.current_device())
+        state.set_current_device(self.id)
         return self
 
     def __exit__(self, *exc):
-        pass
+        state.set_current_device(_previous_devices().pop())
 
     def use(self):
         _check_device(self.id)
+        state.set_current_device(self.id)
 
     def synchronize(self):
         _check_device(self.id)
@@ -98,6 +105,14 @@ class Device:
 
 
 restrict(Device, "cupy.cuda.Device", module="cupy.cuda.device")
+_entered = threading.local()
+
+
+def _previous_devices():
+    """This thread's stack of the devices that `with Device(i):` blocks replaced."""
+    if not hasattr(_entered, "stack"):
+        _entered.stack = []
+    return _entered.stack
 
 
 class Stream:
@@ -105,7 +120,7 @@ class Stream:
 
     def __init__(self, null=False, non_blocking=False, ptds=False, priority=None):
         self.ptr = 0 if null else (2 if ptds else next(_handles))
-        self.device_id = -1 if null or ptds else 0
+        self.device_id = -1 if null or ptds else state.current_device()
         self._non_blocking, self._priority = non_blocking, priority or 0
 
     def __repr__(self):
@@ -199,15 +214,16 @@ def get_cublas_handle():
 # ---- cupy.cuda.runtime --------------------------------------------------------------------
 
 def getDeviceCount():
-    return 1
+    return state.n_devices
 
 
 def getDevice():
-    return 0
+    return state.current_device()
 
 
 def setDevice(device):
     _check_device(device)
+    state.set_current_device(device)
 
 
 def deviceSynchronize():
@@ -250,7 +266,7 @@ def getDeviceProperties(device):
         "maxThreadsPerMultiProcessor": a["MaxThreadsPerMultiProcessor"],
         "l2CacheSize": a["L2CacheSize"], "memoryClockRate": a["MemoryClockRate"],
         "memoryBusWidth": a["GlobalMemoryBusWidth"], "concurrentKernels": 1, "ECCEnabled": 1,
-        "pciBusID": 0, "pciDeviceID": 0, "pciDomainID": 0, "unifiedAddressing": 1,
+        "pciBusID": device, "pciDeviceID": 0, "pciDomainID": 0, "unifiedAddressing": 1,
         "managedMemory": 1, "integrated": 0, "canMapHostMemory": 1, "computeMode": 0,
     }
 

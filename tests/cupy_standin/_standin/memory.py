@@ -1,7 +1,8 @@
 """Fake device memory: every NumPy buffer behind a fake array is an allocation with a unique
 fake device address range; live bytes are tracked (weakrefs free them) and limited on demand.
 
-An allocation is keyed by its *root*, the NumPy array that owns the memory (views share it).
+An allocation is keyed by its *root*, the NumPy array that owns the memory (views share it), and
+belongs to the device that was current when it was made.
 Addresses start at 0x7e00_0000_0000 (clear of where Linux maps host memory), 256-byte aligned,
 with a 64 KiB unmapped gap after each allocation, so a device pointer resolves to exactly one
 allocation and an out-of-bounds access is caught rather than landing in a neighbour.
@@ -12,6 +13,7 @@ import weakref
 
 import numpy as np
 
+from _standin import state
 from _standin.names import hidden, restrict
 
 BASE_ADDRESS = 0x7E00_0000_0000
@@ -48,9 +50,9 @@ restrict(OutOfMemoryError, "cupy.cuda.memory.OutOfMemoryError", module="cupy.cud
 
 
 class Allocation:
-    """One fake device allocation: [ptr, ptr + nbytes) holding `root`'s memory (host_address:
-    where root's memory starts on the host, once needed)."""
-    __slots__ = ("ptr", "nbytes", "ref", "host_address")
+    """One fake device allocation: [ptr, ptr + nbytes) on device `device_id`, holding `root`'s
+    memory (host_address: where root's memory starts on the host, once needed)."""
+    __slots__ = ("ptr", "nbytes", "device_id", "ref", "host_address")
 
     def get_root(self):
         return self.ref()
@@ -96,6 +98,7 @@ def _register(root):
     check_room(nbytes)
     alloc = Allocation()
     alloc.ptr, alloc.nbytes, alloc.host_address = _next_address, nbytes, None
+    alloc.device_id = state.current_device()
     key, ptr = id(root), alloc.ptr
 
     def free(_ref):   # closes over plain values only: no reference cycle per allocation
@@ -186,7 +189,7 @@ _, _set_root = hidden(Memory, "_root")
 def _memory_of(alloc):
     """The Memory object of an allocation."""
     mem = object.__new__(Memory)
-    mem.ptr, mem.size, mem.device_id = alloc.ptr, alloc.nbytes, 0
+    mem.ptr, mem.size, mem.device_id = alloc.ptr, alloc.nbytes, alloc.device_id
     _set_root(mem, alloc.get_root())
     return mem
 

@@ -1,9 +1,13 @@
-"""What the stand-in records (launches, syncs, transfers, GEMM calls) and what tests inject
-(NumPy twins of custom kernels, compile failures). `standin` is the public face of this."""
+"""What the stand-in records (launches, syncs, transfers, GEMM and NCCL calls), what tests
+inject (NumPy twins of custom kernels, compile failures, the number of GPUs) and the current
+device. `standin` is the public face of this."""
 import collections
 import importlib
+import json
+import os
 import pathlib
 import sys
+import threading
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Frames in these files are the stand-in's own; a count's site is the first frame outside them.
@@ -13,6 +17,10 @@ _OWN_FILES = {str(ROOT / "standin.py")}
 GemmCall = collections.namedtuple("GemmCall", "function m n k batch compute_type site")
 GemmCall.__doc__ = """One cuBLAS GEMM call: function name, sizes, batchCount, computeType (the
 cuBLAS enum, e.g. 77 = CUBLAS_COMPUTE_32F_FAST_TF32; for sgemm/dgemm the implied 68/70), site."""
+NcclCall = collections.namedtuple("NcclCall", "function count dtype rank site")
+NcclCall.__doc__ = """One NCCL collective: function name (allReduce, reduceScatter, allGather), count
+(elements: per rank's slice for reduceScatter and allGather, as NCCL counts), NumPy dtype name,
+the communicator rank, site."""
 
 KINDS = ("launches", "syncs", "h2d", "d2h")
 
@@ -20,13 +28,15 @@ KINDS = ("launches", "syncs", "h2d", "d2h")
 class Counts:
     """Integer totals of kernel launches, device->host synchronizations and host<->device
     transfers; `by_site` splits them by the calling line ("path:line" -> {kind: n}), `kernels`
-    counts custom-kernel launches by twin name, `gemm_log` lists cuBLAS GEMM calls."""
+    counts custom-kernel launches by twin name, `gemm_log` lists cuBLAS GEMM calls, `nccl_log`
+    NCCL collectives."""
 
     def __init__(self):
         self.launches = self.syncs = self.h2d = self.d2h = 0
         self.by_site = {}
         self.kernels = collections.Counter()
         self.gemm_log = []
+        self.nccl_log = []
 
     def __repr__(self):
         return (f"Counts(launches={self.launches}, syncs={self.syncs}, h2d={self.h2d}, "
@@ -85,6 +95,33 @@ def record_gemm(function, m, n, k, batch, compute_type):
     call = GemmCall(function, m, n, k, batch, compute_type, site())
     for c in [counts, *active]:
         c.gemm_log.append(call)
+
+
+# CUPY_STANDIN_NCCL_LOG: a file every process appends its NCCL calls to, one JSON line each, for
+# a test to read after the ranks of an mpirun exit.
+NCCL_LOG = os.environ.get("CUPY_STANDIN_NCCL_LOG")
+
+
+def record_nccl(function, count, dtype, rank):
+    """One NCCL collective (counted as a launch, logged, and written to NCCL_LOG if set) with
+    `callers`: the qualified names of the functions outside the stand-in, innermost first."""
+    record("launches")
+    call = NcclCall(function, count, dtype.name, rank, site())
+    for c in [counts, *active]:
+        c.nccl_log.append(call)
+    if NCCL_LOG:
+        line = json.dumps({**call._asdict(), "callers": _callers()})
+        with open(NCCL_LOG, "a", encoding="utf-8") as f:   # one write: lines of ranks do not mix
+            f.write(line + "\n")
+
+
+def _callers():
+    frame, names = sys._getframe(1), []
+    while frame is not None:
+        if not _is_own(frame.f_code):
+            names.append(frame.f_code.co_qualname)
+        frame = frame.f_back
+    return names
 
 
 def reset():
@@ -146,3 +183,24 @@ def take_failure(name):
 
 def clear_failures():
     _failures.clear()
+
+
+# ---- the fake machine's GPUs ------------------------------------------------------------------
+
+def _gpus():
+    value = os.environ.get("CUPY_STANDIN_GPUS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"cupy stand-in: CUPY_STANDIN_GPUS={value!r} is not a number of GPUs >= 1")
+    return int(value)
+
+
+n_devices = _gpus()         # CUPY_STANDIN_GPUS identical fake H200s (default 1)
+_current = threading.local()   # the current device is per host thread, as in CUDA
+
+
+def current_device():
+    return getattr(_current, "id", 0)
+
+
+def set_current_device(device_id):
+    _current.id = device_id

@@ -458,10 +458,10 @@ class Trainer:
 
     # --- pieces of a step
 
-    def _dropout_seed(self, step, micro, worker):
-        """The dropout seed of a micro-batch shard, a pure function of (seed, step, micro, worker)."""
-        key = [self.cfg.seed, step, micro, worker] + ([self.world.rank] if self.world.size > 1 else [])
-        return int(np.random.SeedSequence(key).generate_state(1, np.uint32)[0])
+    def _dropout_seed(self, step, micro):
+        """The dropout seed of a micro-batch, a pure function of (seed, step, micro): each row's
+        masks then depend on its place in the batch, not on which rank or worker trains it."""
+        return int(np.random.SeedSequence([self.cfg.seed, step, micro]).generate_state(1, np.uint32)[0])
 
     def evaluate(self):
         """The validation loss over --eval-steps fixed batches, each rank its rows' share."""
@@ -489,7 +489,8 @@ class Trainer:
         for micro in range(accum):
             x, y = self.train_data.get(self.step, micro, accum)
             loss = self.workers.forward_backward(x[self.rows], y[self.rows], dloss=share / accum,
-                                                 seed_for=lambda worker: self._dropout_seed(self.step, micro, worker))
+                                                 dropout_seed=self._dropout_seed(self.step, micro),
+                                                 first_row=self.rows.start)
             losses.append(loss if share == 1 else loss * share)
         loss = self._summed(losses[0] if accum == 1 else sum(losses) / accum)
         lr = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)

@@ -147,18 +147,19 @@ class GPT:
     # ----------------------------------------------------------------- forward / backward
 
     def forward(self, idx, targets=None, train=False, dropout_seed=0, ignore_index=-1, keep_cache=True,
-                return_logits=True):
+                return_logits=True, first_row=0):
         """idx (B, T) int token ids on the model's device; targets (B, T) or None.
 
         Returns (logits (B, T, padded_vocab_size), loss: a 0-d array on the model's device, or
         None). The loss stays on the device (float(loss) reads it back, a device sync on a
         GPU). With targets and keep_cache, the activations needed by backward() are kept.
-        train=True enables dropout, with masks derived from the integer `dropout_seed`
-        (minigrad.dropout). return_logits=False (with targets) returns None for the logits
+        train=True enables dropout, with masks derived from the integer `dropout_seed` and the
+        place of idx's rows in the whole batch (first_row: the batch row of idx[0]; a shard of a
+        batch draws the masks the whole batch would, minigrad.dropout). return_logits=False (with targets) returns None for the logits
         and lets the loss reuse their memory."""
         ops, cfg = self.ops, self.config
         need_grad = targets is not None and keep_cache
-        x, c = self.transformer_forward(idx, train, dropout_seed, keep_grad=need_grad)   # (B, T, C)
+        x, c = self.transformer_forward(idx, train, dropout_seed, keep_grad=need_grad, first_row=first_row)
         logits, c["head"] = ops.linear_forward(x, self.p["wte.weight"].T, None)  # (B, T, Vp), tied head
         if targets is None:
             self._cache = None
@@ -168,11 +169,12 @@ class GPT:
         self._cache = c if keep_cache else None
         return (logits if return_logits else None), loss
 
-    def transformer_forward(self, idx, train=False, dropout_seed=0, keep_grad=True, kv_cache=None):
+    def transformer_forward(self, idx, train=False, dropout_seed=0, keep_grad=True, kv_cache=None, first_row=0):
         """Embeddings, the L blocks and ln_f: idx (B, T) -> (x (B, T, C), caches for backward).
 
         Dropout site n (0: embeddings; 3i + 1, 3i + 2, 3i + 3: block i's attention
-        probabilities, attention output and MLP output) uses site_seed(dropout_seed, n).
+        probabilities, attention output and MLP output) uses site_seed(dropout_seed, n), over the
+        flat indices of idx's rows in the whole batch (first_row: the batch row of idx[0]).
 
         kv_cache (a gpt.generate.KVCache, inference only): idx holds the positions
         kv_cache.length .. kv_cache.length + T - 1, and every block's attention reads and
@@ -188,7 +190,7 @@ class GPT:
         c = {"blocks": []}                                                  # caches for backward
 
         x, c["emb"] = ops.embedding_forward(idx, p["wte.weight"], p["wpe.weight"][t0:])  # (B, T, C)
-        x, c["emb_drop"] = ops.dropout_forward(x, drop, seed(0))
+        x, c["emb_drop"] = ops.dropout_forward(x, drop, seed(0), first_row=first_row)
         for i in range(cfg.n_layer):
             h, bc = f"h.{i}.", {}
             kv = None if kv_cache is None else (kv_cache.k[i], kv_cache.v[i])
@@ -196,14 +198,14 @@ class GPT:
             a, bc["attn"] = ops.attention_forward(
                 a, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"],
                 p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"], cfg.n_head, drop,
-                seed(3 * i + 1), kv_cache=kv, t0=t0)
-            a, bc["attn_drop"] = ops.dropout_forward(a, drop, seed(3 * i + 2))
+                seed(3 * i + 1), kv_cache=kv, t0=t0, first_row=first_row)
+            a, bc["attn_drop"] = ops.dropout_forward(a, drop, seed(3 * i + 2), first_row=first_row)
             x, m, bc["ln_2"] = ops.residual_layernorm_forward(              # x = x + a (residual),
                 x, a, p[h + "ln_2.weight"], p[h + "ln_2.bias"])             # m = ln_2(x)
             m, bc["fc"] = ops.linear_forward(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])  # (B, T, 4C)
             m, bc["gelu"] = ops.gelu_forward(m, keep_grad=keep_grad)
             m, bc["proj"] = ops.linear_forward(m, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
-            m, bc["mlp_drop"] = ops.dropout_forward(m, drop, seed(3 * i + 3))
+            m, bc["mlp_drop"] = ops.dropout_forward(m, drop, seed(3 * i + 3), first_row=first_row)
             x = x + m                                                       # residual
             c["blocks"].append(bc)
         x, c["ln_f"] = ops.layernorm_forward(x, p["ln_f.weight"], p["ln_f.bias"])

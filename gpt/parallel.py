@@ -99,12 +99,13 @@ def _serve(conn, twin, all_grads, other_ends):
             conn.send((None, e))
 
 
-def _forward_backward(model, all_grads, x, y, dloss, fraction, train, seed, zero_grads):
+def _forward_backward(model, all_grads, x, y, dloss, fraction, train, seed, first_row, zero_grads):
     """Add d(dloss * fraction * loss(x, y))/d params into model.grads (zeroed first if asked:
-    a worker's own buffer holds only this batch; the model's accumulates micro-batches)."""
+    a worker's own buffer holds only this batch; the model's accumulates micro-batches).
+    x's rows are rows first_row.. of the whole batch (their dropout masks, gpt.model)."""
     if zero_grads:
         model.zero_grad()
-    _, loss = model.forward(x, y, train=train, dropout_seed=seed, return_logits=False)
+    _, loss = model.forward(x, y, train=train, dropout_seed=seed, return_logits=False, first_row=first_row)
     model.backward(dloss * fraction)
     return loss * fraction
 
@@ -229,17 +230,18 @@ class CPUWorkers:
         xy = self.model.backend.asarray(np.stack([x, y]))               # (2, B, T)
         return xy[0], xy[1]
 
-    def forward_backward(self, x, y, dloss=1.0, train=True, seed_for=None):
+    def forward_backward(self, x, y, dloss=1.0, train=True, dropout_seed=0, first_row=0):
         """x, y (B, T) host int arrays. Adds d(dloss * loss)/d params into model.grads and
-        returns the loss (a 0-d array on the model's device, or a float). seed_for(worker)
-        gives each worker's dropout seed (default 0)."""
+        returns the loss (a 0-d array on the model's device, or a float). dropout_seed: the
+        batch's; first_row: the row of the whole batch that x[0] is (under mpirun, this rank's
+        first), so that every shard draws the whole batch's dropout masks."""
         shards = self._shards(*x.shape)
         if len(shards) == 1:
             x, y = self._to_device(x, y)
-            return _forward_backward(self.model, self.all_grads, x, y, dloss, 1.0, train,
-                                     seed_for(0) if seed_for else 0, zero_grads=False)
+            return _forward_backward(self.model, self.all_grads, x, y, dloss, 1.0, train, dropout_seed, first_row,
+                                     zero_grads=False)
         jobs = [(x[rows], y[rows], dloss, (rows.stop - rows.start) / len(x), train,
-                 seed_for(i) if seed_for else 0, i > 0) for i, rows in enumerate(shards)]
+                 dropout_seed, first_row + rows.start, i > 0) for i, rows in enumerate(shards)]
         loss = sum(self._run("forward_backward", jobs))
         n = self.model.grads.size                        # sum the workers' gradients, a slice each
         bounds = [n * i // len(shards) for i in range(len(shards) + 1)]

@@ -44,10 +44,11 @@ def merge_heads(a):
 
 
 def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, seed=0, train=True,
-                      kv_cache=None, t0=0):
+                      kv_cache=None, t0=0, first_row=0):
     """x (B, T, C), w_qkv (C, 3C), b_qkv (3C,), w_proj (C, C), b_proj (C,) -> out (B, T, C).
 
-    dropout_p drops attention probabilities in training (seed: the dropout site's seed).
+    dropout_p drops attention probabilities in training (seed: the dropout site's seed;
+    first_row: the batch row of x[0], minigrad/dropout.py).
     kv_cache: None, or (k, v), each (B, H, block_size, hs), filled at positions 0..t0-1; the
     new keys and values are written at t0..t0+T-1 (inference only: no backward then).
     """
@@ -68,7 +69,7 @@ def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, se
     scores = scores + causal_mask(xp, T, S, x.dtype)
     probs = xp.exp(scores - scores.max(axis=-1, keepdims=True))       # (B, H, T, S) softmax
     probs = probs / probs.sum(axis=-1, keepdims=True)
-    probs_dropped, drop_cache = dropout_forward(probs, dropout_p, seed, train)
+    probs_dropped, drop_cache = dropout_forward(probs, dropout_p, seed, train, first_row)
     y = merge_heads(probs_dropped @ v)                                # (B, T, C)
     out, proj_cache = linear_forward(y, w_proj, b_proj)               # (B, T, C)
     return out, (qkv_cache, q, k, v, probs, probs_dropped, drop_cache, proj_cache, n_head)

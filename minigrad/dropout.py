@@ -10,6 +10,11 @@ can compute any element's decision on its own (a CUDA kernel recomputes the mask
 kernel that applies it, with no generator state), and every device draws the same masks.
 hash is two rounds of Chris Wellons' `lowbias32` integer mixer, over the element's flat
 index (its high 32 bits folded into the second round).
+
+The index is the element's place in the whole batch: a tensor (b, ...) holding rows
+first_row .. first_row + b - 1 of a batch hashes the indices first_row * (size of a row) + i.
+So a batch split into shards (worker processes, MPI ranks) draws exactly the masks of the
+whole batch in one piece, however it is split.
 """
 import math
 
@@ -45,29 +50,32 @@ def keep_threshold(p):
     return int(round(p * (1 << KEEP_BITS)))
 
 
-def element_hash(xp, seed, n):
-    """(n,) uint32: hash(seed, i) for the flat indices i = 0 .. n-1."""
-    index = xp.arange(n, dtype=xp.uint64)
+def element_hash(xp, seed, n, first=0):
+    """(n,) uint32: hash(seed, i) for the flat indices i = first .. first + n - 1."""
+    index = xp.arange(n, dtype=xp.uint64) + xp.uint64(first)
     low = index.astype(xp.uint32)                                   # (n,) i mod 2^32
     high = (index >> xp.uint64(32)).astype(xp.uint32)                # (n,) i div 2^32
     second = xp.uint32(mix32((seed + GOLDEN) & M32))
     return mix32(mix32(low ^ xp.uint32(seed)) ^ (high + second))
 
 
-def dropout_mask(shape, p, seed, dtype, xp):
-    """(shape) array of xp: 0 (probability p) and 1 / (1 - p), for dropout site `seed`."""
-    hashed = element_hash(xp, seed, math.prod(shape))                 # (n,)
+def dropout_mask(shape, p, seed, dtype, xp, first_row=0):
+    """(shape) array of xp: 0 (probability p) and 1 / (1 - p), for dropout site `seed`; shape[0]
+    counts batch rows, the first of them row first_row of the whole batch."""
+    n = math.prod(shape)
+    hashed = element_hash(xp, seed, n, first_row * (n // shape[0] if shape[0] else 0))   # (n,)
     kept = (hashed >> xp.uint32(32 - KEEP_BITS)) >= xp.uint32(keep_threshold(p))
     mask = kept.astype(dtype).reshape(shape)                            # (...) 0/1
     mask *= xp.dtype(dtype).type(1.0 / (1.0 - p))
     return mask
 
 
-def dropout_forward(x, p, seed, train=True):
-    """x (...), p in [0, 1), seed this site's uint32 seed (site_seed) -> out (...)."""
+def dropout_forward(x, p, seed, train=True, first_row=0):
+    """x (b, ...), p in [0, 1), seed this site's uint32 seed (site_seed), first_row the batch
+    row of x[0] -> out (b, ...)."""
     if not train or p == 0.0:
         return x, None
-    mask = dropout_mask(x.shape, p, seed, x.dtype, get_array_module(x))  # (...)
+    mask = dropout_mask(x.shape, p, seed, x.dtype, get_array_module(x), first_row)  # (b, ...)
     return x * mask, mask
 
 

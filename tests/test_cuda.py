@@ -123,9 +123,9 @@ def step_counts(standin, config, B, dropout_seed=1):
     model = cuda_model(config, dtype="float32")
     workers = CPUWorkers(model, 1)
     x, y = batch(config, B)
-    workers.forward_backward(x, y, seed_for=lambda w: dropout_seed)
+    workers.forward_backward(x, y, dropout_seed=dropout_seed)
     with standin.counting() as counts:
-        workers.forward_backward(x, y, seed_for=lambda w: dropout_seed)
+        workers.forward_backward(x, y, dropout_seed=dropout_seed)
     return counts
 
 

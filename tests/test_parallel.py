@@ -47,6 +47,28 @@ def test_workers_equal_one_pass_over_the_batch(dtype, rtol, B, workers):
     assert np.abs(model.grads - ref_grads).max() <= rtol * scale
 
 
+def test_dropout_masks_do_not_depend_on_how_the_batch_is_split():
+    """With dropout, 3 workers (or a shard's rows given at their place in the batch) draw the
+    masks of one pass over the whole batch: the same loss and gradients in float64."""
+    config = CFG.replace(dropout=0.2)
+    x, y = batch(5)
+    whole = GPT(config, Backend("cpu", "float64"), seed=1)
+    _, ref_loss = whole.forward(x, y, train=True, dropout_seed=77)
+    whole.backward()
+    backend = Backend("cpu", "float64")
+    model = GPT(config, backend, seed=1, **model_buffers(config, backend, 3))
+    loss = CPUWorkers(model, 3, min_tokens=1).forward_backward(x, y, dropout_seed=77)
+    assert abs(loss - ref_loss) <= 1e-12 * abs(ref_loss)
+    assert np.abs(model.grads - whole.grads).max() <= 1e-12 * np.abs(whole.grads).max()
+    other_seed = GPT(config, Backend("cpu", "float64"), seed=1)
+    _, other = other_seed.forward(x, y, train=True, dropout_seed=78)
+    assert abs(float(other) - float(ref_loss)) > 1e-6                 # the masks do matter
+    halves = GPT(config, Backend("cpu", "float64"), seed=1)           # rows 2..4 at their place
+    _, tail = halves.forward(x[2:], y[2:], train=True, dropout_seed=77, first_row=2)
+    _, head = halves.forward(x[:2], y[:2], train=True, dropout_seed=77, first_row=0)
+    assert abs((2 * float(head) + 3 * float(tail)) / 5 - float(ref_loss)) <= 1e-12
+
+
 def test_gradients_accumulate_across_calls():
     x, y = batch(4)
     _, ref_grads = reference("float64", x, y)

@@ -29,7 +29,7 @@ def query_blocks(T, query_block):
 
 
 def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, seed=0, train=True,
-                      kv_cache=None, t0=0, query_block=QUERY_BLOCK):
+                      kv_cache=None, t0=0, first_row=0, query_block=QUERY_BLOCK):
     """The reference's signature (see minigrad/attention.py), plus the block size."""
     xp = get_array_module(x)
     B, T, C = x.shape
@@ -46,7 +46,7 @@ def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, se
     bq = min(query_block, T)
     corner = causal_mask(xp, bq, bq, x.dtype)                          # (bq, bq) diagonal corner
     drop = train and dropout_p > 0.0
-    mask = dropout_mask((B, n_head, T, t0 + T), dropout_p, seed, x.dtype, xp) if drop else None
+    mask = dropout_mask((B, n_head, T, t0 + T), dropout_p, seed, x.dtype, xp, first_row) if drop else None
     y = xp.empty((B, T, C), dtype=x.dtype)                            # heads side by side
     probs, probs_dropped, drop_masks = [], [], []
     for s, e in query_blocks(T, query_block):

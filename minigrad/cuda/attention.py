@@ -21,14 +21,15 @@ from .module import i32, i64, launch, launch_elementwise, real
 ROWS_PER_BLOCK = 8               # softmax rows per block: one warp each
 
 
-def _softmax_args(rows, T, S, t0, hs, drop, p, seed, dtype):
-    dropout = dropout_args(p, seed, dtype) if drop else dropout_args(0.0, 0, dtype)
+def _softmax_args(rows, T, S, t0, hs, drop, p, seed, first, dtype):
+    dropout = dropout_args(p, seed, dtype, first) if drop else dropout_args(0.0, 0, dtype)
     return (i64(rows), i32(T), i32(S), i32(t0), real(dtype, 1.0 / math.sqrt(hs)), i32(drop), *dropout)
 
 
 def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, seed=0, train=True,
-                      kv_cache=None, t0=0):
-    """x (B, T, C) -> out (B, T, C); kv_cache None or (k, v), each (B, H, block_size, hs)."""
+                      kv_cache=None, t0=0, first_row=0):
+    """x (B, T, C) -> out (B, T, C); kv_cache None or (k, v), each (B, H, block_size, hs);
+    first_row: the batch row of x[0] (the dropout mask's place, minigrad/dropout.py)."""
     B, T, C = x.shape
     H, hs = n_head, C // n_head
     if kv_cache is None and t0 != 0:
@@ -50,14 +51,15 @@ def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_head, dropout_p=0.0, se
     drop = train and dropout_p > 0.0
     dropped = cupy.empty_like(att) if drop else att
     rows = B * H * T
+    first = first_row * H * T * S                                       # flat index of att[0, 0, 0, 0]
     launch("softmax_forward", x.dtype, -(-rows // ROWS_PER_BLOCK), 32 * ROWS_PER_BLOCK, att, dropped,
-           *_softmax_args(rows, T, S, t0, hs, drop, dropout_p, seed, x.dtype))
+           *_softmax_args(rows, T, S, t0, hs, drop, dropout_p, seed, first, x.dtype))
     y_heads = cupy.empty((B, H, T, hs), dtype=x.dtype)
     gemm(dropped, v, y_heads)                                           # (B, H, T, hs)
     y = cupy.empty((B, T, C), dtype=x.dtype)
     launch_elementwise("merge_heads", x.dtype, y.size, y_heads, y, i32(B), i32(T), i32(H), i32(hs))
     out, proj_cache = linear_forward(y, w_proj, b_proj)                 # (B, T, C)
-    dropout = (dropout_p, seed) if drop else None
+    dropout = (dropout_p, seed, first) if drop else None
     return out, (qkv_cache, q, k, v, att, dropped, dropout, proj_cache, n_head)
 
 
@@ -74,9 +76,9 @@ def attention_backward(dout, cache, dw_qkv, db_qkv, dw_proj, db_proj):
     dv = cupy.empty((B, H, T, hs), dtype=dout.dtype)
     gemm(dropped.transpose(0, 1, 3, 2), dy_heads, dv)
     rows = B * H * T
-    p, seed = dropout if dropout else (0.0, 0)
+    p, seed, first = dropout if dropout else (0.0, 0, 0)
     launch("softmax_backward", dout.dtype, -(-rows // ROWS_PER_BLOCK), 32 * ROWS_PER_BLOCK, dp, probs,
-           *_softmax_args(rows, T, T, 0, hs, dropout is not None, p, seed, dout.dtype))   # dp -> d scores
+           *_softmax_args(rows, T, T, 0, hs, dropout is not None, p, seed, first, dout.dtype))   # dp -> d scores
     dq = cupy.empty((B, H, T, hs), dtype=dout.dtype)
     gemm(dp, k, dq)
     dk = cupy.empty((B, H, T, hs), dtype=dout.dtype)

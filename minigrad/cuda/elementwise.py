@@ -24,22 +24,25 @@ def gelu_backward(dout, cache):
     return dx
 
 
-def dropout_args(p, seed, dtype):
-    """The kernels' dropout parameters: (seed, second, threshold, scale), minigrad/dropout.py."""
-    return u32(seed), u32(mix32((seed + GOLDEN) & M32)), u32(keep_threshold(p)), real(dtype, 1.0 / (1.0 - p))
+def dropout_args(p, seed, dtype, first=0):
+    """The kernels' dropout parameters: (seed, second, threshold, scale, first), with first the
+    flat batch index of the tensor's element 0 (minigrad/dropout.py)."""
+    return (u32(seed), u32(mix32((seed + GOLDEN) & M32)), u32(keep_threshold(p)), real(dtype, 1.0 / (1.0 - p)),
+            i64(first))
 
 
-def _apply(x, p, seed):
+def _apply(x, p, seed, first):
     out = cupy.empty(x.shape, dtype=x.dtype)
-    launch_elementwise("dropout_apply", x.dtype, x.size, x, out, i64(x.size), *dropout_args(p, seed, x.dtype))
+    launch_elementwise("dropout_apply", x.dtype, x.size, x, out, i64(x.size), *dropout_args(p, seed, x.dtype, first))
     return out
 
 
-def dropout_forward(x, p, seed, train=True):
-    """x (...), p in [0, 1), seed the site's seed -> out (...)."""
+def dropout_forward(x, p, seed, train=True, first_row=0):
+    """x (b, ...), p in [0, 1), seed the site's seed, first_row the batch row of x[0] -> out."""
     if not train or p == 0.0:
         return x, None
-    return _apply(x, p, seed), (p, seed)
+    first = first_row * (x.size // x.shape[0])
+    return _apply(x, p, seed, first), (p, seed, first)
 
 
 def dropout_backward(dout, cache):

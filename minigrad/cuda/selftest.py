@@ -52,7 +52,8 @@ def case_gelu_dropout(dtype, rng, ops):
     out, cache = ops.gelu_forward(3 * x)
     dx = ops.gelu_backward(dout, cache)
     dropped, cache = ops.dropout_forward(x, 0.3, 12345)
-    return [out, dx, dropped, ops.dropout_backward(dout, cache)]
+    shard, shard_cache = ops.dropout_forward(x[1:], 0.3, 12345, first_row=1)   # rows 1, 2 of the batch
+    return [out, dx, dropped, ops.dropout_backward(dout, cache), shard, ops.dropout_backward(dout[1:], shard_cache)]
 
 
 def case_attention(dtype, rng, ops):
@@ -60,9 +61,9 @@ def case_attention(dtype, rng, ops):
     for B, T, C, H in ((2, 7, 12, 3), (1, 70, 128, 2)):   # small; rows longer than a warp, hs = 64
         x, w_qkv, b_qkv, w_proj, b_proj, dout = _arrays(dtype, rng, (B, T, C), (C, 3 * C), (3 * C,), (C, C), (C,),
                                                         (B, T, C))
-        for p in (0.0, 0.25):
+        for p, first_row in ((0.0, 0), (0.25, 0), (0.25, 5)):        # first_row: a shard's place in its batch
             grads = [cupy.zeros_like(a) for a in (w_qkv, b_qkv, w_proj, b_proj)]
-            out, cache = ops.attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, H, p, 99)
+            out, cache = ops.attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, H, p, 99, first_row=first_row)
             results += [out, ops.attention_backward(dout, cache, *grads), *grads]
     B, T, C, H = 2, 7, 12, 3
     x, w_qkv, b_qkv, w_proj, b_proj = _arrays(dtype, rng, (B, T, C), (C, 3 * C), (3 * C,), (C, C), (C,))

@@ -57,9 +57,9 @@ def add_bias(out, bias, n, width, *, grid, block, **_):
     out.reshape(-1, width)[...] += bias
 
 
-def dropout_apply(x, out, n, seed, second, threshold, scale, *, grid, block, **_):
+def dropout_apply(x, out, n, seed, second, threshold, scale, first, *, grid, block, **_):
     covers(grid, block, n)
-    index = np.arange(n, dtype=np.uint64)
+    index = np.arange(n, dtype=np.uint64) + np.uint64(first)
     out.reshape(-1)[...] = x.reshape(-1) * dropout_factor(1, seed, second, index, threshold, scale, x.dtype)
 
 
@@ -150,8 +150,8 @@ def _visible(rows, Tn, S, t0):
     return np.arange(S)[None, :] <= last[:, None]
 
 
-def softmax_forward(att, dropped, rows, Tn, S, t0, scale, use_dropout, seed, second, threshold, drop_scale, *, grid,
-                    block, **_):
+def softmax_forward(att, dropped, rows, Tn, S, t0, scale, use_dropout, seed, second, threshold, drop_scale, first, *,
+                    grid, block, **_):
     rows, Tn, S, t0 = map(int, (rows, Tn, S, t0))
     assert grid[0] * (block[0] // 32) >= rows and block[0] % 32 == 0, "one warp per row"
     a = att.reshape(rows, S)
@@ -160,17 +160,17 @@ def softmax_forward(att, dropped, rows, Tn, S, t0, scale, use_dropout, seed, sec
     e = np.exp(z - z.max(axis=1, keepdims=True))
     a[...] = e / e.sum(axis=1, keepdims=True)
     if use_dropout:
-        index = np.arange(rows * S, dtype=np.uint64).reshape(rows, S)
+        index = np.arange(rows * S, dtype=np.uint64).reshape(rows, S) + np.uint64(first)
         dropped.reshape(rows, S)[...] = a * dropout_factor(1, seed, second, index, threshold, drop_scale, a.dtype)
 
 
-def softmax_backward(dp, probs, rows, Tn, S, t0, scale, use_dropout, seed, second, threshold, drop_scale, *, grid,
-                     block, **_):
+def softmax_backward(dp, probs, rows, Tn, S, t0, scale, use_dropout, seed, second, threshold, drop_scale, first, *,
+                     grid, block, **_):
     rows, Tn, S, t0 = map(int, (rows, Tn, S, t0))
     assert grid[0] * (block[0] // 32) >= rows
     g = dp.reshape(rows, S)
     p = probs.reshape(rows, S)
-    index = np.arange(rows * S, dtype=np.uint64).reshape(rows, S)
+    index = np.arange(rows * S, dtype=np.uint64).reshape(rows, S) + np.uint64(first)
     g = g * dropout_factor(use_dropout, seed, second, index, threshold, drop_scale, g.dtype)
     visible = _visible(rows, Tn, S, t0)
     dot = np.where(visible, g * p, 0).sum(axis=1, keepdims=True)

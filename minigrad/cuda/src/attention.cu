@@ -60,11 +60,11 @@ __global__ void merge_qkv_heads(const T* dq, const T* dk, const T* dv, T* dqkv, 
 // att (R = B*H*T rows of S scores q.k) in place -> probs = softmax(scale * scores) over the
 // keys each query may see: query row r (row r % T of its head) sits at position t0 + r % T
 // and sees keys 0 .. t0 + r % T; the rest get probability 0. With use_dropout, dropped =
-// probs * mask, the mask at flat index r * S + j (minigrad/dropout.py). One warp per row,
+// probs * mask, the mask at flat index first + r * S + j (minigrad/dropout.py). One warp per row,
 // an online max and sum in one pass, then the write.
 template <typename T>
 __global__ void softmax_forward(T* att, T* dropped, i64 rows, int Tn, int S, int t0, T scale, int use_dropout,
-                                u32 seed, u32 second, u32 threshold, T drop_scale) {
+                                u32 seed, u32 second, u32 threshold, T drop_scale, i64 first) {
     i64 row = (i64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= rows) return;                           // the whole warp: row is the warp's
@@ -85,7 +85,7 @@ __global__ void softmax_forward(T* att, T* dropped, i64 rows, int Tn, int S, int
     for (int j = lane; j < S; j += 32) {
         T p = j <= last ? exp(a[j] * scale - m) / sum : T(0);
         a[j] = p;
-        if (use_dropout) dropped[row * S + j] = p * dropout_factor(1, seed, second, row * S + j, threshold, drop_scale);
+        if (use_dropout) dropped[row * S + j] = p * dropout_factor(1, seed, second, first + row * S + j, threshold, drop_scale);
     }
 }
 
@@ -93,7 +93,7 @@ __global__ void softmax_forward(T* att, T* dropped, i64 rows, int Tn, int S, int
 // g = dp * mask, ds = probs * (g - sum_j g probs) * scale. One warp per row.
 template <typename T>
 __global__ void softmax_backward(T* dp, const T* probs, i64 rows, int Tn, int S, int t0, T scale, int use_dropout,
-                                 u32 seed, u32 second, u32 threshold, T drop_scale) {
+                                 u32 seed, u32 second, u32 threshold, T drop_scale, i64 first) {
     i64 row = (i64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
@@ -102,10 +102,10 @@ __global__ void softmax_backward(T* dp, const T* probs, i64 rows, int Tn, int S,
     const T* p = probs + row * S;
     T dot = 0;
     for (int j = lane; j <= last; j += 32)
-        dot += g[j] * dropout_factor(use_dropout, seed, second, row * S + j, threshold, drop_scale) * p[j];
+        dot += g[j] * dropout_factor(use_dropout, seed, second, first + row * S + j, threshold, drop_scale) * p[j];
     dot = warp_sum(dot);
     for (int j = lane; j < S; j += 32) {
-        T gj = g[j] * dropout_factor(use_dropout, seed, second, row * S + j, threshold, drop_scale);
+        T gj = g[j] * dropout_factor(use_dropout, seed, second, first + row * S + j, threshold, drop_scale);
         g[j] = j <= last ? p[j] * (gj - dot) * scale : T(0);
     }
 }

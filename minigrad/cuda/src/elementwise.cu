@@ -30,10 +30,11 @@ template <typename T> __global__ void add_bias(T* out, const T* bias, i64 n, int
     out[i] += bias[i % width];
 }
 
-// out = x * mask, mask = keep(seed, i) ? scale : 0; the same kernel applies it to dout
+// out = x * mask, mask = keep(seed, first + i) ? scale : 0 (first: the batch's flat index of x[0]);
+// the same kernel applies it to dout
 template <typename T>
-__global__ void dropout_apply(const T* x, T* out, i64 n, u32 seed, u32 second, u32 threshold, T scale) {
+__global__ void dropout_apply(const T* x, T* out, i64 n, u32 seed, u32 second, u32 threshold, T scale, i64 first) {
     i64 i = thread_index();
     if (i >= n) return;
-    out[i] = x[i] * dropout_factor(1, seed, second, i, threshold, scale);
+    out[i] = x[i] * dropout_factor(1, seed, second, first + i, threshold, scale);
 }

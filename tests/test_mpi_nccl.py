@@ -198,3 +198,25 @@ def _fake_nccl_on_each_rank():
 
 if __name__ == "__main__":
     _fake_nccl_on_each_rank()
+
+
+def real_gpus():
+    """How many GPUs CuPy finds here, asked in a subprocess (without the stand-in)."""
+    probe = subprocess.run([sys.executable, "-c", "import cupy; print(cupy.cuda.runtime.getDeviceCount())"],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return int(probe.stdout.strip()) if probe.returncode == 0 and probe.stdout.strip().isdigit() else 0
+
+
+@pytest.mark.skipif(real_gpus() < 2, reason="needs two real GPUs (one rank per GPU)")
+@pytest.mark.parametrize("zero", ["0", "1"])
+def test_two_real_gpus_train_what_one_cpu_process_trains(tmp_path, single_cpu, zero):
+    """The real NCCL: the CPU run's losses and parameters to float64 rounding of the GPU kernels."""
+    result = subprocess.run([MPIRUN, "-np", "2", sys.executable, os.path.join(ROOT, "train.py"), *RUN,
+                             "--dtype", "float64", "--max-steps", str(STEPS), "--device", "cuda", "--zero", zero,
+                             "--out-dir", str(tmp_path / "gpus")], capture_output=True, text=True, timeout=600,
+                            cwd=ROOT, env=MPI_ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    step, arrays, losses, _ = final(tmp_path / "gpus")
+    assert step == STEPS
+    np.testing.assert_allclose(losses, single_cpu[2], rtol=1e-9)
+    np.testing.assert_allclose(arrays["params"], single_cpu[1]["params"], rtol=0, atol=1e-8)

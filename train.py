@@ -21,7 +21,7 @@ from bpe.corpus import available_cores
 from gpt.checkpoint import CHECKPOINT_NAME, curve_array, curve_records, digest, save_checkpoint, write_json
 from gpt.cli import LineParser, UsageError, keep_writing_if_closed, number, run_main
 from gpt.config import PRESETS, GPTConfig
-from gpt.distributed import Solo, ZeroShard, check_agreement, world as find_world
+from gpt.distributed import AllRanksError, Solo, ZeroShard, check_agreement, collectively, world as find_world
 from gpt.data import BatchSampler, is_url, load_bpe_corpus, load_byte_corpus, split_tokens
 from gpt.errors import CheckpointError, UserError
 from gpt.export import read_hf_config
@@ -292,7 +292,8 @@ def build_model(cfg, saved, backend, ops, n_workers, world):
     model and tokenizer (gpt.loading), the corpus is then encoded with that tokenizer."""
     def make_buffers(config):                    # refuse a run that cannot fit before allocating it
         rows = world.share(cfg.batch_size)
-        check_training_memory(config, backend, rows.stop - rows.start, n_workers, world.size if cfg.zero else 1)
+        check_training_memory(config, backend, rows.stop - rows.start, n_workers, world.size if cfg.zero else 1,
+                              world.local_size)
         return model_buffers(config, backend, n_workers)
     if saved is None and not cfg.init_from:
         tokenizer, tokens = load_tokens(cfg)
@@ -365,8 +366,7 @@ class Trainer:
         train, val = split_tokens(tokens, cfg.val_fraction, self.config.block_size)
         self.n_tokens = len(tokens)
         self.rows = world.share(cfg.batch_size)  # this rank's rows of every batch
-        if world.size > 1:
-            check_agreement(world, self._facts(tokens))
+        self.facts = self._facts(tokens) if world.size > 1 else None   # compared by agree()
         self.train_data = BatchSampler(train, cfg.batch_size, self.config.block_size, cfg.sampling, cfg.seed)
         self.val_data = BatchSampler(val, cfg.batch_size, self.config.block_size, "random", cfg.seed) if len(val) else None
         self.workers = CPUWorkers(self.model, n_workers)
@@ -393,10 +393,16 @@ class Trainer:
         return AdamW(model.params[owned], grads, model.decay_mask()[owned], betas=(cfg.beta1, cfg.beta2),
                      weight_decay=cfg.weight_decay, ops=ops)
 
+    def agree(self):
+        """Under mpirun: every rank checks that all have the same facts (a collective)."""
+        if self.world.size > 1:
+            check_agreement(self.world, self.facts)
+
     def _facts(self, tokens):
-        """What every rank must agree on: the options, the model it starts from, the data."""
+        """What every rank must agree on: the options, the backend, the model it starts from, the data."""
         options = {k: v for k, v in asdict(self.cfg).items() if k != "workers"}
-        return {"options": options, "model": self.config.to_dict(),
+        return {"options": options, "backend": f"{self.backend.name} {np.dtype(self.backend.dtype).name}",
+                "model": self.config.to_dict(),
                 "parameters": digest(self.backend.to_host(self.model.params)),
                 "data": f"{len(tokens)} tokens, sha256 {digest(np.asarray(tokens))}"}
 
@@ -645,7 +651,7 @@ class Trainer:
                 if not math.isfinite(r[key]):
                     kept = self.checkpoint_left()
                     advice = "a lower --lr" + (" or --grad-clip 1.0" if self.cfg.grad_clip == 0 else "")
-                    raise UsageError(f"the {what} became {r[key]} at step {r['step']}; stopping ({kept}); "
+                    raise Diverged(f"the {what} became {r[key]} at step {r['step']}; stopping ({kept}); "
                                      f"try {advice}")
 
 
@@ -662,6 +668,19 @@ class Trainer:
         return f"saved step {self.step} to {self.ckpt_path}: continue with --resume"
 
 
+class Diverged(UsageError):
+    """The loss or the gradient norm became non-finite (the same on every rank: they are summed)."""
+
+
+class EndedAlone(Exception):
+    """This rank's run ended on its own (a second signal, Ctrl-C outside the loop): under mpirun
+    the other ranks must be ended too (MPI_Abort); code is the exit status."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
 class StoppedAtOnce(Exception):
     """A second stop signal arrived: leave now, without finishing the step."""
 
@@ -671,62 +690,68 @@ class StoppedAtOnce(Exception):
 
 
 def main(argv=None):
+    ranks = []           # the world, once found
+    together = []        # true once every rank is known to end the same way
     def train():
         world = find_world()
-        if world.rank == 0:
-            return train_on(world)
-        sys.stdout = open(os.devnull, "w")      # rank 0 prints; the others print only their own errors
+        ranks.append(world)
+        if world.rank != 0:
+            sys.stdout = open(os.devnull, "w")  # rank 0 prints; the others print only their own errors
         try:
-            return train_on(world)
-        except UsageError:                       # the same on every rank: rank 0 says it
+            status = train_on(world)
+        except EndedAlone as e:
+            return e.code
+        except (AllRanksError, Diverged):        # raised alike on every rank: rank 0 says it
+            together.append(True)
+            if world.rank == 0:
+                raise
             return 2
         except UserError as e:
+            if world.rank == 0:
+                raise
             raise UserError(f"rank {world.rank} on {world.host}: {e}") from None
+        together.append(True)                    # the loop's stops are collective decisions
+        return status
 
     def train_on(world):
-        cfg, saved = resolve_options(argv)
+        cfg, saved = collectively(world, lambda: resolve_options(argv))
         run_dir = None
         if not cfg.show_window:
-            run_dir, refusal = _claimed_by_rank_0(world, cfg)
-            if refusal is not None:
-                raise refusal
+            run_dir = _claimed_by_rank_0(world, cfg)
             if saved is not None and saved.changed():      # another run saved before we held the lock
-                cfg, saved = resolve_options(argv)
+                cfg, saved = collectively(world, lambda: resolve_options(argv))
         try:
-            trainer = Trainer(cfg, saved, world)
+            trainer = collectively(world, lambda: Trainer(cfg, saved, world))
             try:
+                trainer.agree()
                 return trainer.run()
             except KeyboardInterrupt:                      # Ctrl-C outside the loop: the samples
                 print(f"\ninterrupted; {trainer.checkpoint_left()}", file=sys.stderr)
-                return 130
+                raise EndedAlone(130) from None
             except StoppedAtOnce as e:
                 print(f"\nstopped at once by a second {signal.Signals(e.signum).name}; {trainer.checkpoint_left()}",
                       file=sys.stderr)
-                return 128 + e.signum
+                raise EndedAlone(128 + e.signum) from None
             finally:
                 trainer.workers.close()
         finally:
             if run_dir is not None:
                 run_dir.release()
+
     with keep_writing_if_closed():               # a closed terminal or `| head` must not stop the run
-        return run_main(train, interrupted="interrupted before training started; nothing was saved",
-                        out_of_memory="lower --batch-size (--grad-accum keeps the tokens per step) or --block-size; "
-                                      "the last checkpoint is unchanged")
+        status = run_main(train, interrupted="interrupted before training started; nothing was saved",
+                          out_of_memory="lower --batch-size (--grad-accum keeps the tokens per step) or "
+                                        "--block-size; the last checkpoint is unchanged")
+    if ranks and ranks[0].size > 1 and status != 0 and not together:
+        ranks[0].abort(status)                   # this rank alone failed: the others would wait for it
+    return status
 
 
 def _claimed_by_rank_0(world, cfg):
-    """Rank 0 claims --out-dir (gpt.rundir); every rank learns whether it could ->
-    (rank 0's RunDir or None, the refusal to raise or None)."""
-    run_dir = refusal = None
-    if world.rank == 0:
-        try:
-            run_dir = claim_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
-        except UserError as e:
-            refusal = e
-    refused = world.bcast(refusal is not None)
-    if refused and refusal is None:              # rank 0 says why; the others leave quietly
-        refusal = UsageError("rank 0 could not claim --out-dir")
-    return run_dir, refusal
+    """Rank 0 claims --out-dir (gpt.rundir) -> its RunDir (None on the others); a refusal is
+    raised on every rank (AllRanksError under mpirun)."""
+    return collectively(world, lambda: claim_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
+                        if world.rank == 0 else None)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,11 @@ collective a no-op, and mpi4py is never imported.
 """
 import os
 import socket
+import sys
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import UsageError, UserError
 
 # Set by the launchers in every rank's environment: Open MPI, MPICH / Intel MPI (Hydra), Slurm.
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
@@ -46,9 +47,16 @@ def launched_size():
     return 1
 
 
+class AllRanksError(UserError):
+    """An error every rank raises at the same point, after a collective (so no rank is left
+    waiting in one): rank 0 prints it, and every rank exits. Any other error on a rank ends
+    the whole job through MPI_Abort (train.py), since the others would wait for it forever."""
+
+
 class Solo:
     """One process: rank 0 of 1, every collective a no-op."""
     rank, size, local_size = 0, 1, 1
+    host = "localhost"
 
     def share(self, n):
         return slice(0, n)
@@ -68,6 +76,9 @@ class Solo:
 
     def use_gpu(self):
         """Make this rank's GPU the current device (one rank per GPU)."""
+
+    def abort(self, status):
+        """End every rank at once (after this rank's error), with `status`."""
 
     def reduce_scatter(self, full, shard, counts):
         """shard := this rank's slice of the sum over the ranks of `full` (slices of `counts`)."""
@@ -130,6 +141,11 @@ class MPIWorld(Solo):
         full = np.empty(sum(counts), shard.dtype) if self.rank == 0 else None
         self.comm.Gatherv(shard, [full, (counts, _offsets(counts))] if self.rank == 0 else None, root=0)
         return full
+
+    def abort(self, status):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(status)
 
     def use_gpu(self):
         """GPU `local rank` of this machine, before anything touches a GPU: NCCL needs one rank
@@ -256,12 +272,31 @@ def world():
     return found
 
 
+def collectively(world, step):
+    """step() on every rank -> its result; if it raised a UserError on any rank, every rank
+    raises AllRanksError with the first failing rank's message (a setup error on one node, like
+    data missing there, then ends every rank with one line instead of leaving them waiting).
+    step() must make no collective call itself."""
+    try:
+        result, error = step(), None
+    except UserError as e:
+        result, error = None, e
+    if world.size == 1:
+        if error is not None:
+            raise error
+        return result
+    for rank, message in enumerate(world.allgather(None if error is None else str(error))):
+        if message is not None:
+            raise AllRanksError(message if rank == 0 else f"rank {rank}: {message}") from None
+    return result
+
+
 def check_agreement(world, facts):
-    """UsageError on every rank unless all ranks have the same `facts` (a JSON-able dict:
+    """AllRanksError on every rank unless all ranks have the same `facts` (a JSON-able dict:
     options, data, seed), naming the first rank and fact that differ from rank 0's."""
     everyone = world.allgather(facts)
     for rank, theirs in enumerate(everyone):
         for key, value in everyone[0].items():
             if theirs.get(key) != value:
-                raise UsageError(f"the ranks disagree: rank {rank} has {key} = {theirs.get(key)!r}, rank 0 has "
-                                 f"{value!r}; start every rank with the same command, files and data")
+                raise AllRanksError(f"the ranks disagree: rank {rank} has {key} = {theirs.get(key)!r}, rank 0 has "
+                                    f"{value!r}; start every rank with the same command, files and data")

@@ -257,9 +257,12 @@ def address_space_headroom(status="/proc/self/status"):
 # ---------------------------------------------------------------------------- the check
 
 
-def check_fits(need, available):
+def check_fits(need, available, sharing=1):
     """NotEnoughMemoryError, one line with both figures and what to lower, when the run
-    needs more than is available. available None (unknown): nothing is checked."""
+    needs more than is available (to each of `sharing` ranks on one machine, its share).
+    available None (unknown): nothing is checked."""
+    if available is not None:
+        available //= sharing                    # MPI ranks on one machine share it
     if available is None or need.total <= available:
         return
     have = available
@@ -270,6 +273,8 @@ def check_fits(need, available):
     parts = (f"parameters {size(need.params)}, gradients {size(need.grads)}{workers}, AdamW {size(need.adam)}, "
              f"activations {size(need.activations)} for {need.batch_size} x {need.block_size} tokens")
     where = "the GPU has" if need.device == "cuda" else "this machine has"
+    if sharing > 1:                              # MPI ranks on one machine: each gets its share
+        where = f"each of the {sharing} ranks on this machine has"
     if need.model > have:
         advice = "the model alone does not fit: choose a smaller --preset or --n-layer / --n-embd"
     else:
@@ -279,9 +284,10 @@ def check_fits(need, available):
                                f"{size(have)} {name} available; {advice}")
 
 
-def check_training_memory(config, backend, batch_size, n_workers, optimizer_shards=1):
+def check_training_memory(config, backend, batch_size, n_workers, optimizer_shards=1, ranks_here=1):
     """check_fits for training a model of `config` on `backend`, before anything of it is
     allocated, on batches of batch_size rows over n_workers CPU worker processes (and AdamW's
-    state split over optimizer_shards ranks)."""
+    state split over optimizer_shards ranks). ranks_here: the MPI ranks on this machine, which
+    share its memory (on a GPU each rank has its own)."""
     need = estimate(config, batch_size, n_workers, np.dtype(backend.dtype).itemsize, backend.name, optimizer_shards)
-    check_fits(need, available(backend))
+    check_fits(need, available(backend), ranks_here if backend.name == "cpu" else 1)

@@ -135,6 +135,26 @@ def test_ranks_that_disagree_are_refused_in_one_line(tmp_path):
     assert "rank 1 has options" in errors[0] and "Traceback" not in result.stderr
 
 
+def test_an_error_on_one_rank_is_one_line_and_ends_every_rank(tmp_path):
+    """Data missing on one node: one line naming the rank, every rank exits (none waits for it)."""
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *RUN, "--max-steps", "2", "--out-dir", str(tmp_path / "o")]
+    result = subprocess.run([MPIRUN, "-np", "1", *command, ":", "-np", "1", *command, "--data", str(tmp_path / "none")],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT, env=MPI_ENV)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: rank 1: --data") and "no such file" in errors[0]
+
+
+def test_a_failed_write_on_rank_0_ends_every_rank(tmp_path):
+    """Rank 0 alone writes; when it cannot (here loss_curve.svg is a directory), it says so and
+    MPI_Abort ends the other rank, which would otherwise wait in the next step forever."""
+    out = tmp_path / "run"
+    (out / "loss_curve.svg").mkdir(parents=True)
+    result = mpirun(2, *RUN, "--max-steps", "6", "--out-dir", out, timeout=120)
+    errors = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and len(errors) == 1 and "loss_curve.svg" in errors[0], result.stderr
+
+
 def test_a_batch_smaller_than_the_world_is_one_line(tmp_path):
     result = mpirun(2, *RUN, "--batch-size", "1", "--max-steps", "2", "--out-dir", tmp_path / "o")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

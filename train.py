@@ -286,14 +286,13 @@ def _tokenizer_of_hf_dir(hf_dir):
     return spec["options"]
 
 
-def build_model(cfg, saved, backend, ops, n_workers, world):
+def build_model(cfg, saved, backend, ops, n_workers, world, rows):
     """-> (model, tokenizer, token stream). A new model's size comes from the options and the
     tokenizer; a checkpoint (--resume) or Hugging Face directory (--init-from) brings its own
-    model and tokenizer (gpt.loading), the corpus is then encoded with that tokenizer."""
+    model and tokenizer (gpt.loading), the corpus is then encoded with that tokenizer. rows:
+    how many rows of each batch this rank trains."""
     def make_buffers(config):                    # refuse a run that cannot fit before allocating it
-        rows = world.share(cfg.batch_size)
-        check_training_memory(config, backend, rows.stop - rows.start, n_workers, world.size if cfg.zero else 1,
-                              world.local_size)
+        check_training_memory(config, backend, rows, n_workers, world.size if cfg.zero else 1, world.local_size)
         return model_buffers(config, backend, n_workers)
     if saved is None and not cfg.init_from:
         tokenizer, tokens = load_tokens(cfg)
@@ -361,11 +360,13 @@ class Trainer:
             print(f"note: --workers {n_workers} is more than the {cores} cores this process may use; using {cores}")
             n_workers = cores
         ops = kernels(self.backend.name, cfg.kernels, threads=n_workers)
-        self.model, self.tokenizer, tokens = build_model(cfg, saved, self.backend, ops, n_workers, world)
+        self.rows = world.share(cfg.batch_size)  # this rank's rows of every batch
+        self.share = (self.rows.stop - self.rows.start) / cfg.batch_size   # n_r / B, its weight in a loss
+        self.model, self.tokenizer, tokens = build_model(cfg, saved, self.backend, ops, n_workers, world,
+                                                         self.rows.stop - self.rows.start)
         self.config = self.model.config
         train, val = split_tokens(tokens, cfg.val_fraction, self.config.block_size)
         self.n_tokens = len(tokens)
-        self.rows = world.share(cfg.batch_size)  # this rank's rows of every batch
         self.facts = self._facts(tokens) if world.size > 1 else None   # compared by agree()
         self.train_data = BatchSampler(train, cfg.batch_size, self.config.block_size, cfg.sampling, cfg.seed)
         self.val_data = BatchSampler(val, cfg.batch_size, self.config.block_size, "random", cfg.seed) if len(val) else None
@@ -471,8 +472,7 @@ class Trainer:
 
     def evaluate(self):
         """The validation loss over --eval-steps fixed batches, each rank its rows' share."""
-        share = (self.rows.stop - self.rows.start) / self.cfg.batch_size
-        losses = [self.workers.loss(x[self.rows], y[self.rows]) * share
+        losses = [self.workers.loss(x[self.rows], y[self.rows]) * self.share
                   for x, y in self.val_data.eval_batches(self.cfg.eval_steps)]
         return float(self._summed(sum(losses))) / len(losses)      # one read from the device
 
@@ -490,8 +490,7 @@ class Trainer:
         waits for nothing, and the loop reads them back once per --log-interval."""
         cfg, model, accum = self.cfg, self.model, self.cfg.grad_accum
         model.zero_grad()
-        losses = []
-        share = (self.rows.stop - self.rows.start) / cfg.batch_size           # n_r / B
+        losses, share = [], self.share
         for micro in range(accum):
             x, y = self.train_data.get(self.step, micro, accum)
             loss = self.workers.forward_backward(x[self.rows], y[self.rows], dloss=share / accum,
@@ -653,7 +652,6 @@ class Trainer:
                     advice = "a lower --lr" + (" or --grad-clip 1.0" if self.cfg.grad_clip == 0 else "")
                     raise Diverged(f"the {what} became {r[key]} at step {r['step']}; stopping ({kept}); "
                                      f"try {advice}")
-
 
     def _save_after_fault(self):
         """Save the last completed step after a worker process died -> what was saved, in words.

@@ -290,8 +290,7 @@ def load_checkpoint(path, moments=True):
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, KeyError,
             NotImplementedError, RuntimeError, OverflowError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__}); "
-                              "delete it, or point --out-dir at another run") from None
+        raise _corrupt(path, f"it is truncated or not a checkpoint ({type(e).__name__})") from None
     _check_meta(meta, arrays, path)
     curve = arrays.pop("curve", None)
     if not np.isfinite(arrays["params"]).all():

@@ -39,9 +39,9 @@ import numpy as np
 from bpe import CorpusError
 from bpe.corpus import read_text
 
-from .checkpoint import atomic_write, write_error, write_json
+from .checkpoint import atomic_write, digest, write_error, write_json
 from .errors import DataError
-from .untrusted import strict_json
+from .untrusted import is_count, strict_json
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 BINARY_SAMPLE_BYTES = 64 * 1024     # looks_binary judges a file by its first bytes
@@ -244,7 +244,7 @@ def load_bpe_corpus(path, tokenizer, cache_dir):
         raise DataError(str(e)) from None
     tokens = tokenizer.encode_corpus(texts).astype(dtype, copy=False)
     _write_cache(bin_path, meta_path, tokens, {**meta, "tokens": int(tokens.size),
-                                               "sha256": hashlib.sha256(tokens).hexdigest()})
+                                               "sha256": digest(tokens)})
     print(f"data: tokenized {len(docs)} file(s) into {tokens.size:,} tokens, cached at {bin_path}")
     return np.memmap(bin_path, dtype=dtype, mode="r")
 
@@ -269,8 +269,8 @@ def _cache_problem(bin_path, cached, dtype, vocab_size):
 
     One pass over the file, chunk by chunk: its SHA-256 and its largest id (every id must be
     below vocab_size)."""
-    n, digest = cached.get("tokens"), cached.get("sha256")
-    if type(n) is not int or n < 1 or not isinstance(digest, str):
+    n, expected = cached.get("tokens"), cached.get("sha256")
+    if not is_count(n, 1) or not isinstance(expected, str):
         return "malformed metadata"
     try:
         with open(bin_path, "rb") as f:
@@ -283,7 +283,7 @@ def _cache_problem(bin_path, cached, dtype, vocab_size):
                 top = max(top, int(np.frombuffer(chunk, dtype).max()))
     except OSError as e:
         return e.strerror or str(e)
-    if sha.hexdigest() != digest:
+    if sha.hexdigest() != expected:
         return "its checksum does not match: the file was changed or corrupted"
     if top >= vocab_size:
         return f"it holds token id {top}, outside the vocabulary of {vocab_size:,}"

@@ -59,7 +59,8 @@ class Solo:
     host = "localhost"
 
     def share(self, n):
-        return slice(0, n)
+        """This rank's rows of n: [r n / N, (r + 1) n / N)."""
+        return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
 
     def allreduce(self, array):
         """Sum `array` over the ranks, in place (a flat host or device array) -> array."""
@@ -104,10 +105,6 @@ class MPIWorld(Solo):
         node.Free()
         self.host = socket.gethostname()
         self._nccl = None
-
-    def share(self, n):
-        """This rank's rows of n: [r n / N, (r + 1) n / N)."""
-        return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
 
     def allreduce(self, array):
         if isinstance(array, np.ndarray):

@@ -265,8 +265,7 @@ def check_fits(need, available, sharing=1):
         available //= sharing                    # MPI ranks on one machine share it
     if available is None or need.total <= available:
         return
-    have = available
-    unit, name = (GiB, "GiB") if max(need.total, have) >= GiB else (MiB, "MiB")
+    unit, name = (GiB, "GiB") if max(need.total, available) >= GiB else (MiB, "MiB")
     digits = 1 if unit == GiB else 0
     size = lambda n: f"{n / unit:.{digits}f}"                               # noqa: E731
     workers = f" for {need.workers} workers" if need.workers > 1 else ""
@@ -275,13 +274,13 @@ def check_fits(need, available, sharing=1):
     where = "the GPU has" if need.device == "cuda" else "this machine has"
     if sharing > 1:                              # MPI ranks on one machine: each gets its share
         where = f"each of the {sharing} ranks on this machine has"
-    if need.model > have:
+    if need.model > available:
         advice = "the model alone does not fit: choose a smaller --preset or --n-layer / --n-embd"
     else:
         advice = ("lower --batch-size (--grad-accum keeps the tokens per step), --block-size"
                   + (" or --workers" if need.workers > 1 else ""))
     raise NotEnoughMemoryError(f"the run needs about {size(need.total)} {name} ({parts}) but {where} "
-                               f"{size(have)} {name} available; {advice}")
+                               f"{size(available)} {name} available; {advice}")
 
 
 def check_training_memory(config, backend, batch_size, n_workers, optimizer_shards=1, ranks_here=1):

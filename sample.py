@@ -19,7 +19,7 @@ from gpt.tokenizers import encode_prompt
 from minigrad import KERNELS, kernels
 
 DEFAULTS = dict(out_dir="out", init_from=None, prompt="", max_new_tokens=256, temperature=0.8, top_k=None,
-                top_p=None, seed=0, num_samples=1, device="auto", kernels="fast", interactive=False,
+                top_p=None, seed=0, num_samples=1, device="auto", kernels="fast", tf32=True, interactive=False,
                 no_kv_cache=False)
 
 
@@ -46,6 +46,8 @@ def build_parser():
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"auto uses CUDA when CuPy finds a GPU (default: {d['device']})")
     p.add_argument("--kernels", choices=KERNELS, help="fast: the optimized layer implementations; reference: the plain "
                    f"ones, to step through in a debugger (default: {d['kernels']})")
+    p.add_argument("--no-tf32", dest="tf32", action="store_false",
+                   help="CUDA: float32 matrix products in full float32, not on TF32 tensor cores")
     p.add_argument("--interactive", action="store_true",
                    help="prompt loop: type a prompt, watch the continuation; an empty line or Ctrl-D exits, "
                         "Ctrl-C stops the current generation")
@@ -113,7 +115,7 @@ def interactive(model, tokenizer, o, out):
 
 def run(o):
     backend = open_backend(o["device"], "float32")
-    loaded = load_model(backend, out_dir=o["out_dir"], hf_dir=o["init_from"], ops=kernels(backend.name, o["kernels"]))
+    loaded = load_model(backend, out_dir=o["out_dir"], hf_dir=o["init_from"], ops=kernels(backend.name, o["kernels"], tf32=o["tf32"]))
     model, tokenizer = loaded.model, loaded.tokenizer
     out = sys.stdout
     if hasattr(out, "reconfigure"):

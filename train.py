@@ -97,6 +97,7 @@ class TrainConfig:
     dropout: float | None = None
     vocab_size: int | None = None
     kernels: str = "fast"
+    tf32: bool = True
     zero: int = 0
 
     @classmethod
@@ -195,6 +196,8 @@ def build_parser():
                    help="CPU worker processes, each training a slice of the batch (default: all cores)")
     g.add_argument("--kernels", choices=KERNELS, help="fast: the optimized layer implementations; reference: the plain "
                    f"ones, to step through in a debugger (default: {d['kernels']})")
+    g.add_argument("--no-tf32", dest="tf32", action="store_false", help="CUDA: float32 matrix products in full "
+                   "float32, not on TF32 tensor cores (PyTorch's allow_tf32 = False; slower)")
     g.add_argument("--zero", type=int, choices=[0, 1], help="1: ZeRO stage 1 under mpirun, each rank keeps and "
                    "updates 1/N of AdamW's state (default: 0, every rank all of it)")
     g.add_argument("--seed", type=NONNEG_INT, help=f"seed for init, data order, dropout and samples (default: {d['seed']})")
@@ -260,7 +263,7 @@ def _checked_options(parser, options, path):
         if key not in options or (options[key] is None and defaults[key] is None):
             continue
         value = options[key]
-        if isinstance(action, argparse._StoreTrueAction):
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             ok = isinstance(value, bool)
         elif action.type is not None:
             try:
@@ -359,7 +362,7 @@ class Trainer:
         if n_workers > cores:                    # each extra worker costs a model-sized gradient buffer
             print(f"note: --workers {n_workers} is more than the {cores} cores this process may use; using {cores}")
             n_workers = cores
-        ops = kernels(self.backend.name, cfg.kernels, threads=n_workers)
+        ops = kernels(self.backend.name, cfg.kernels, threads=n_workers, tf32=cfg.tf32)
         self.rows = world.share(cfg.batch_size)  # this rank's rows of every batch
         self.share = (self.rows.stop - self.rows.start) / cfg.batch_size   # n_r / B, its weight in a loss
         self.model, self.tokenizer, tokens = build_model(cfg, saved, self.backend, ops, n_workers, world,

@@ -35,15 +35,27 @@ def _swapped(name):
 def standin():
     """Installs the stand-in as `cupy` for one test, then restores sys.modules."""
     saved = {name: module for name, module in sys.modules.items() if _swapped(name)}
-    for name in saved:
-        del sys.modules[name]
+    _unbind(saved)
     sys.path.insert(0, str(STANDIN))
     import standin as counters
     yield counters
     sys.path.remove(str(STANDIN))
-    for name in [n for n in sys.modules if _swapped(n)]:
-        del sys.modules[name]
+    _unbind([n for n in sys.modules if _swapped(n)])
     sys.modules.update(saved)
+    for name, module in saved.items():                   # `from minigrad.cuda import gemm` finds them
+        if name.startswith("minigrad.cuda.") and name.count(".") == 2:
+            setattr(sys.modules["minigrad.cuda"], name.rsplit(".", 1)[1], module)
+
+
+def _unbind(names):
+    """Drops the modules from sys.modules, and minigrad.cuda's submodules from the package's
+    attributes too (else `from minigrad.cuda import gemm` returns the old module, bound to the
+    old `cupy`)."""
+    package = sys.modules.get("minigrad.cuda")
+    for name in list(names):
+        del sys.modules[name]
+        if package is not None and name.startswith("minigrad.cuda.") and name.count(".") == 2:
+            vars(package).pop(name.rsplit(".", 1)[1], None)
 
 
 @pytest.fixture(params=["standin", "gpu"])
@@ -71,15 +83,105 @@ def batch(config, B, seed=0):
 
 def test_every_cuda_op_equals_its_reference(device):
     """minigrad.cuda's self-test cases: every op's outputs and gradients equal the reference
-    pair's, run on the same device (on a GPU, float32 products use TF32)."""
-    from minigrad.cuda import fast_ops, selftest
-    rows = selftest.results(fast_ops(check=False))
-    assert len(rows) == 2 * len(selftest.CASES)
-    # float64 is the proof; float32 differs by the rounding of sums taken in other orders (the
-    # largest: attention's backward at T = 70, 2.8e-5 of the tensor's scale)
-    tolerance = {"float64": 1e-12, "float32": 1e-4} if device == "standin" else {"float64": 1e-9, "float32": 2e-3}
-    for name, dtype, error, _, _, message in rows:
-        assert error <= tolerance[dtype], f"{name} {dtype}: {error} {message}"
+    pair's, run on the same device, in float64, float32 and float32 with TF32 products (the
+    stand-in's cuBLAS rounds their operands as tensor cores do)."""
+    from minigrad.cuda import cuda_ops, selftest
+    rows = selftest.results(cuda_ops())
+    assert [(name, check) for name, check, *_ in rows] == [
+        (case.__name__[5:], check) for case in selftest.CASES for check in selftest.CHECKS
+        if check != "float32+tf32" or case in selftest.TF32_CASES]
+    # under the stand-in, float64 differs by rounding alone and float32 by the order of sums
+    # (the largest: the optimizer's, 5e-7 of the tensor's scale)
+    strict = {"float64": 1e-12, "float32": 1e-5} if device == "standin" else {}
+    for name, check, error, tolerance, ok, message in rows:
+        assert ok and error <= strict.get(check, tolerance), f"{name} {check}: {error} {message}"
+
+
+def test_the_tf32_check_sees_tf32_and_the_others_do_not(standin):
+    """The float32 checks run with TF32 off and the TF32 check with it on, whatever the mode
+    before (which is restored): the products' compute types say so."""
+    from cupy_backends.cuda.libs import cublas
+    from minigrad.cuda import cuda_ops, gemm, selftest
+    from minigrad.kernels import reference_ops
+    ops, reference = cuda_ops(), reference_ops()
+    for check, (dtype, tf32, _) in selftest.CHECKS.items():
+        for before in (True, False):
+            gemm.ALLOW_TF32 = before
+            with standin.counting() as counts:
+                error, message = selftest.run_case(selftest.case_linear, ops, reference, dtype, tf32)
+            assert gemm.ALLOW_TF32 is before and error <= selftest.CHECKS[check][2], message
+            ours = {call.compute_type for call in counts.gemm_log if "gemmEx" in call.function}
+            expected = {np.float64: cublas.CUBLAS_COMPUTE_64F}.get(dtype, cublas.CUBLAS_COMPUTE_32F_FAST_TF32
+                                                                    if tf32 else cublas.CUBLAS_COMPUTE_32F_PEDANTIC)
+            assert expected in ours and (tf32 or cublas.CUBLAS_COMPUTE_32F_FAST_TF32 not in ours), (check, ours)
+
+
+def _nan_gelu(gelu_forward):
+    def forward(x):
+        out, cache = gelu_forward(x)
+        return out * float("nan"), cache
+    return forward
+
+
+def _nan_dweight(layernorm_backward):
+    def backward(dout, cache, dweight, dbias):
+        dx = layernorm_backward(dout, cache, dweight, dbias)
+        dweight.fill(float("nan"))
+        return dx
+    return backward
+
+
+@pytest.mark.parametrize("case, op, broken", [("gelu_dropout", "gelu_forward", _nan_gelu),
+                                              ("layernorm", "layernorm_backward", _nan_dweight)])
+def test_a_kernel_that_returns_nan_fails_the_self_test(standin, capsys, monkeypatch, tmp_path, case, op, broken):
+    """NaN where the reference is finite is a failure, never an error of 0: a GELU that
+    returns NaN everywhere, a LayerNorm backward that fills dweight with NaN."""
+    import minigrad.cuda
+    from minigrad.cuda import cuda_ops, selftest
+    ops = cuda_ops()
+    ops[op] = broken(ops[op])
+    rows = {(name, check): (error, ok, message) for name, check, error, _, ok, message in selftest.results(ops)}
+    for check in ("float64", "float32"):
+        error, ok, message = rows[case, check]
+        assert not ok and error == float("inf") and "non-finite" in message
+    assert all(ok for (name, _), (_, ok, _) in rows.items() if name != case)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(minigrad.cuda, "cuda_ops", lambda: ops)
+    monkeypatch.setattr(selftest, "cuda_ops", lambda: ops)
+    assert op in selftest.failing_ops() and "non-finite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_the_tf32_mode_holds_through_the_first_use_self_test(standin, monkeypatch, tmp_path, tf32):
+    """kernels('cuda', 'fast', tf32=False) runs the self-test (a fresh cache) and still
+    multiplies in full float32 afterwards; tf32=True uses TF32."""
+    from cupy_backends.cuda.libs import cublas
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=4, vocab_size=11)
+    model = GPT(config, Backend("cuda", "float32"), ops=kernels("cuda", "fast", tf32=tf32))
+    assert (tmp_path / "minigrad" / "cuda_selftest.json").exists()
+    import cupy
+    x, y = (cupy.asarray(a) for a in batch(config, 2))
+    with standin.counting() as counts:
+        model.forward(x, y)
+    expected = cublas.CUBLAS_COMPUTE_32F_FAST_TF32 if tf32 else cublas.CUBLAS_COMPUTE_32F_PEDANTIC
+    assert {call.compute_type for call in counts.gemm_log} == {expected}
+
+
+def test_the_verdict_is_cached_per_tf32_mode_versions_and_code(standin, tmp_path):
+    """The cache key names the TF32 mode, the CUDA runtime, driver and cuBLAS versions, and a
+    hash of minigrad's code that changes when the self-test itself changes."""
+    import shutil
+    from minigrad.cuda import selftest
+    on, off = selftest._device_key(True), selftest._device_key(False)
+    assert on != off and "tf32 on" in on and "tf32 off" in off
+    assert all(part in on for part in ("cuda runtime 12090", "driver 12090", "cublas 120900", selftest.code_hash()))
+    same, changed = tmp_path / "same", tmp_path / "changed"
+    for copy in (same, changed):
+        shutil.copytree(Path(selftest.__file__).parents[1], copy, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(changed / "cuda" / "selftest.py", "a") as f:
+        f.write("\n# a changed self-test\n")
+    assert selftest.code_hash(same) == selftest.code_hash() != selftest.code_hash(changed)
 
 
 def test_cuda_fast_ops_are_the_cuda_kernels(standin):
@@ -176,6 +278,24 @@ def test_the_training_step_waits_for_nothing(standin, tmp_path):
         loss, _, norm = trainer.train_step()
     assert (counts.syncs, counts.d2h, counts.h2d) == (0, 0, 2), counts.by_site
     assert np.isfinite(float(loss)) and np.isfinite(float(norm))
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-tf32"]])
+def test_train_py_no_tf32_multiplies_in_full_float32(standin, monkeypatch, tmp_path, flags):
+    """train.py --no-tf32 (a fresh self-test cache, so the self-test runs first): every float32
+    product of a training step in full float32; without it, all but the bias gradients' (full
+    float32 by design) on TF32."""
+    from cupy_backends.cuda.libs import cublas
+    import train
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cfg, _ = train.resolve_options(["--device", "cuda", "--preset", "tiny", "--n-embd", "16", "--n-head", "2",
+                                    "--block-size", "16", "--batch-size", "2", "--sample-tokens", "0",
+                                    "--out-dir", str(tmp_path / "run"), *flags])
+    trainer = train.Trainer(cfg)
+    with standin.counting() as counts:
+        trainer.train_step()
+    full, tf32 = cublas.CUBLAS_COMPUTE_32F_PEDANTIC, cublas.CUBLAS_COMPUTE_32F_FAST_TF32
+    assert {call.compute_type for call in counts.gemm_log} == ({full} if flags else {full, tf32})
 
 
 KV_LAUNCHES_PER_LAYER, KV_LAUNCHES_FIXED = 16, 3

@@ -24,19 +24,25 @@ OP_MODULES = {
 }
 
 
-def fast_ops(tf32=True, check=True):
-    """{op name: CUDA function}. tf32: float32 matrix products on TF32 tensor cores.
-    check: run the self-test first (once per process) and leave out the ops that fail it,
-    so that the caller's reference ops stand in for them."""
+def cuda_ops():
+    """{op name: CUDA function} for every op in OP_MODULES, unchecked."""
     import importlib
-    from . import gemm
-    gemm.ALLOW_TF32 = tf32
     ops = {}
     for module_name, names in OP_MODULES.items():
         module = importlib.import_module(f"{__name__}.{module_name}")
         ops.update({name: getattr(module, name) for name in names})
+    return ops
+
+
+def fast_ops(tf32=True, check=True):
+    """{op name: CUDA function}. tf32: float32 matrix products on TF32 tensor cores.
+    check: run the self-test first (once per process and TF32 mode) and leave out the ops
+    that fail it, so that the caller's reference ops stand in for them."""
+    from . import gemm
+    ops = cuda_ops()
     if check:
         from .selftest import failing_ops
-        for name in failing_ops():
+        for name in failing_ops(tf32):
             ops.pop(name, None)
+    gemm.ALLOW_TF32 = tf32                     # after the self-test, which sets its own modes
     return ops

@@ -1,32 +1,57 @@
 """Every CUDA op against its reference pair, on this GPU: python -m minigrad.cuda.selftest
 
-Each case draws random inputs with odd shapes, runs the fast op and the reference op (the
-reference on CuPy too) and compares every output and gradient, in float64 (tolerance
-1e-9 of the reference's scale) and float32 (2e-3: TF32 products round to 10-bit mantissas).
-fast_ops() calls failing_ops() once per process and caches the answer per device and
-kernel source, so that a broken or uncompilable kernel costs one warning, not a run.
+Each case draws random inputs with odd shapes at the scales training sees (activations
+N(0, 1), weights N(0, 1/fan_in)), runs the fast op and the reference op (the reference on
+CuPy too) and compares every output and gradient, as max |ours - reference| over the
+reference tensor's largest magnitude. Three checks:
+
+    float64          tolerance 1e-9: the proof that a kernel computes the reference's math
+    float32          TF32 off, 1e-4: the same arithmetic up to the order of sums
+    float32 + TF32   (cases with matrix products, when the run uses TF32) TF32_TOLERANCE
+
+Any non-finite value where the reference's is finite (or the reverse) fails a check.
+fast_ops() calls failing_ops() once per process and caches the verdict on disk, keyed by
+the GPU, the CUDA, cuBLAS and CuPy versions, the TF32 mode and a hash of minigrad's own code
+(kernels, launchers, references, this file), so that a broken or uncompilable kernel costs
+one warning, not a run, and a fixed one is tested again.
 """
+import argparse
+import functools
+import hashlib
 import json
 import math
 import os
+import pathlib
 import sys
+from types import SimpleNamespace
 
 import cupy
 import numpy as np
 
 from ..kernels import reference_ops
-from .sources import source_hash
+from . import cuda_ops, gemm
 
-TOLERANCE = {np.float64: 1e-9, np.float32: 2e-3}
+# TF32 keeps 10 of float32's 23 mantissa bits, so each operand of a product is off by up to
+# one TF32 ulp, 2^-10 of its value (half that when rounded to nearest; a full ulp covers
+# hardware that truncates). A dot product of such operands is off by up to 2 * 2^-10 of
+# sum |a_i b_i|, which at these scales is a few times the result's own magnitude; attention's
+# backward chains four such products and the softmax between them. 16 ulps covers that with
+# room (measured worst under the stand-in's TF32 rounding: attention, about 2.5e-3), and a
+# wrong kernel misses it by orders of magnitude.
+TF32_ULP = 2.0 ** -10
+TF32_TOLERANCE = 16 * TF32_ULP
+# check name -> (dtype, TF32 products, tolerance)
+CHECKS = {"float64": (np.float64, False, 1e-9), "float32": (np.float32, False, 1e-4),
+          "float32+tf32": (np.float32, True, TF32_TOLERANCE)}
 
 
-def _arrays(dtype, rng, *shapes):
-    return [cupy.asarray(rng.standard_normal(shape).astype(dtype)) for shape in shapes]
+def _arrays(dtype, rng, *shapes, scale=1.0):
+    return [cupy.asarray((scale * rng.standard_normal(shape)).astype(dtype)) for shape in shapes]
 
 
 def case_linear(dtype, rng, ops):
-    x, w, b, dout = _arrays(dtype, rng, (2, 5, 7), (7, 9), (9,), (2, 5, 9))
-    head, dhead = _arrays(dtype, rng, (9, 7), (2, 5, 9))            # a tied head: w = wte^T
+    x, b, dout, dhead = _arrays(dtype, rng, (2, 5, 7), (9,), (2, 5, 9), (2, 5, 9))
+    w, head = _arrays(dtype, rng, (7, 9), (9, 7), scale=7 ** -0.5)  # head: a tied head, w = wte^T
     dw, db, dwte = cupy.zeros_like(w), cupy.zeros_like(b), cupy.zeros_like(head)
     out, cache = ops.linear_forward(x, w, b)
     dx = ops.linear_backward(dout, cache, dw, db)
@@ -59,14 +84,15 @@ def case_gelu_dropout(dtype, rng, ops):
 def case_attention(dtype, rng, ops):
     results = []
     for B, T, C, H in ((2, 7, 12, 3), (1, 70, 128, 2)):   # small; rows longer than a warp, hs = 64
-        x, w_qkv, b_qkv, w_proj, b_proj, dout = _arrays(dtype, rng, (B, T, C), (C, 3 * C), (3 * C,), (C, C), (C,),
-                                                        (B, T, C))
+        x, b_qkv, b_proj, dout = _arrays(dtype, rng, (B, T, C), (3 * C,), (C,), (B, T, C))
+        w_qkv, w_proj = _arrays(dtype, rng, (C, 3 * C), (C, C), scale=C ** -0.5)
         for p, first_row in ((0.0, 0), (0.25, 0), (0.25, 5)):        # first_row: a shard's place in its batch
             grads = [cupy.zeros_like(a) for a in (w_qkv, b_qkv, w_proj, b_proj)]
             out, cache = ops.attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, H, p, 99, first_row=first_row)
             results += [out, ops.attention_backward(dout, cache, *grads), *grads]
     B, T, C, H = 2, 7, 12, 3
-    x, w_qkv, b_qkv, w_proj, b_proj = _arrays(dtype, rng, (B, T, C), (C, 3 * C), (3 * C,), (C, C), (C,))
+    x, b_qkv, b_proj = _arrays(dtype, rng, (B, T, C), (3 * C,), (C,))
+    w_qkv, w_proj = _arrays(dtype, rng, (C, 3 * C), (C, C), scale=C ** -0.5)
     k, v = (cupy.zeros((B, H, 9, C // H), dtype=dtype) for _ in range(2))
     ops.attention_forward(x[:, :3], w_qkv, b_qkv, w_proj, b_proj, H, kv_cache=(k, v), t0=0)
     out, _ = ops.attention_forward(x[:, 3:5], w_qkv, b_qkv, w_proj, b_proj, H, kv_cache=(k, v), t0=3)
@@ -120,40 +146,57 @@ CASES = {
 }
 
 
-def run_case(case, fast, reference, dtype):
-    """-> (max error relative to the reference's scale, or inf on a failure, and a message)."""
-    ours_ops, ref_ops = _namespace(reference), _namespace(reference)
+TF32_CASES = (case_linear, case_attention)            # the cases whose ops run matrix products
+
+
+def compare(ours, ref):
+    """(max |ours - ref| over max |ref|, '') for one output, or (inf, why) when the shapes
+    differ or the non-finite values do not match."""
+    a, b = cupy.asnumpy(ours).astype(np.float64), cupy.asnumpy(ref).astype(np.float64)
+    if a.shape != b.shape:
+        return math.inf, f"shape {a.shape} != {b.shape}"
+    finite = np.isfinite(b)
+    if not np.array_equal(np.isfinite(a), finite) or not np.array_equal(a[~finite], b[~finite], equal_nan=True):
+        wrong = int(np.count_nonzero(np.isfinite(a) != finite))
+        return math.inf, f"{wrong or 'some'} non-finite values where the reference's differ"
+    scale = float(np.abs(b[finite]).max(initial=0.0)) or 1.0
+    return float(np.abs(a[finite] - b[finite]).max(initial=0.0)) / scale, ""
+
+
+def run_case(case, fast, reference, dtype, tf32=False):
+    """-> (the worst error over the case's outputs, or inf on a failure, and a message). The
+    fast ops' float32 products use TF32 if `tf32`; gemm.ALLOW_TF32 is restored after."""
+    ours_ops, ref_ops = SimpleNamespace(**reference), SimpleNamespace(**reference)
     for name in CASES[case]:
         setattr(ours_ops, name, fast[name])
+    previous, gemm.ALLOW_TF32 = gemm.ALLOW_TF32, tf32
     try:
         ours = case(dtype, np.random.default_rng(0), ours_ops)
         ref = case(dtype, np.random.default_rng(0), ref_ops)
         worst = 0.0
-        for a, b in zip(ours, ref):
-            a, b = cupy.asnumpy(a).astype(np.float64), cupy.asnumpy(b).astype(np.float64)
-            if a.shape != b.shape:
-                return math.inf, f"shape {a.shape} != {b.shape}"
-            scale = max(1.0, float(np.abs(b).max(initial=0.0)))
-            worst = max(worst, float(np.abs(a - b).max(initial=0.0)) / scale)
+        for a, b in zip(ours, ref, strict=True):
+            error, message = compare(a, b)
+            if message:
+                return error, message
+            worst = max(worst, error)
         return worst, ""
     except Exception as e:                                   # a compile error, a launch failure
         return math.inf, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    finally:
+        gemm.ALLOW_TF32 = previous
 
 
-def _namespace(ops):
-    from types import SimpleNamespace
-    return SimpleNamespace(**ops)
-
-
-def results(fast):
-    """[(case name, dtype name, max error, tolerance, ok, message)] for every case."""
+def results(fast, tf32=True):
+    """[(case name, check name, max error, tolerance, ok, message)] for every case and check;
+    the TF32 check only for the cases with products, and only if `tf32`."""
     reference = reference_ops()
     rows = []
     for case in CASES:
-        for dtype in (np.float64, np.float32):
-            error, message = run_case(case, fast, reference, dtype)
-            tolerance = TOLERANCE[dtype]
-            rows.append((case.__name__[5:], np.dtype(dtype).name, error, tolerance, error <= tolerance, message))
+        for check, (dtype, with_tf32, tolerance) in CHECKS.items():
+            if with_tf32 and not (tf32 and case in TF32_CASES):
+                continue
+            error, message = run_case(case, fast, reference, dtype, with_tf32)
+            rows.append((case.__name__[5:], check, error, tolerance, error <= tolerance, message))
     return rows
 
 
@@ -162,22 +205,42 @@ def _cache_path():
     return os.path.join(base, "minigrad", "cuda_selftest.json")
 
 
-def _device_key():
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+MINIGRAD = pathlib.Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def code_hash(root=MINIGRAD):
+    """sha256 of minigrad's own code (every .py, .cu and .cuh under `root`): the kernels,
+    their launchers, the reference pairs and this self-test."""
+    root = pathlib.Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".cu", ".cuh")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _device_key(tf32):
+    """What a verdict depends on: the GPU, the CUDA runtime, driver and cuBLAS versions, CuPy,
+    the TF32 mode and minigrad's code."""
+    runtime = cupy.cuda.runtime
+    props = runtime.getDeviceProperties(cupy.cuda.Device().id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    return f"{name}|sm{props['major']}{props['minor']}|cupy {cupy.__version__}|{source_hash()}"
+    from cupy_backends.cuda.libs import cublas
+    cublas_version = cublas.getVersion(cupy.cuda.device.get_cublas_handle())
+    return (f"{name}|sm{props['major']}{props['minor']}|cuda runtime {runtime.runtimeGetVersion()} driver "
+            f"{runtime.driverGetVersion()} cublas {cublas_version}|cupy {cupy.__version__}|"
+            f"tf32 {'on' if tf32 else 'off'}|{code_hash()}")
 
 
-_FAILING = None
+_FAILING = {}                                                # per TF32 mode, once per process
 
 
-def failing_ops():
-    """The op names whose case fails on this device (checked once per process, and cached on
-    disk per device and kernel source); prints one warning line per failing case."""
-    global _FAILING
-    if _FAILING is not None:
-        return _FAILING
-    path, key = _cache_path(), _device_key()
+def failing_ops(tf32=True):
+    """The op names whose case fails a check on this device (checked once per process and
+    TF32 mode, and cached on disk, see _device_key); prints one warning line per failure."""
+    if tf32 in _FAILING:
+        return _FAILING[tf32]
+    path, key = _cache_path(), _device_key(tf32)
     try:
         with open(path) as f:
             cached = json.load(f)
@@ -186,9 +249,8 @@ def failing_ops():
     if isinstance(cached, dict) and isinstance(cached.get(key), list):
         failed = cached[key]
     else:
-        from . import fast_ops
-        failed = [(name, dtype, message or f"max error {error:.1e} > {tolerance:.0e}")
-                  for name, dtype, error, tolerance, ok, message in results(fast_ops(check=False)) if not ok]
+        failed = [(name, check, message or f"max error {error:.1e} > {tolerance:.0e}")
+                  for name, check, error, tolerance, ok, message in results(cuda_ops(), tf32) if not ok]
         cached = cached if isinstance(cached, dict) else {}
         cached[key] = failed
         try:
@@ -199,25 +261,27 @@ def failing_ops():
         except OSError:
             pass                                             # no cache: the checks run again next time
     names = {case.__name__[5:]: ops for case, ops in CASES.items()}
-    _FAILING = sorted({op for name, _, _ in failed for op in names.get(name, ())})
-    for name, dtype, why in failed:
-        print(f"warning: minigrad.cuda: the {name} kernels fail their self-test on this GPU ({dtype}: {why}); "
+    _FAILING[tf32] = sorted({op for name, _, _ in failed for op in names.get(name, ())})
+    for name, check, why in failed:
+        print(f"warning: minigrad.cuda: the {name} kernels fail their self-test on this GPU ({check}: {why}); "
               "using the reference ops for them", file=sys.stderr)
-    return _FAILING
+    return _FAILING[tf32]
 
 
-def main():
+def main(argv=None):
     from ..backend import _probe_cuda
-    from . import fast_ops
+    p = argparse.ArgumentParser(prog="python -m minigrad.cuda.selftest", description=__doc__.split("\n\n")[0])
+    p.add_argument("--no-tf32", action="store_true", help="leave out the float32 + TF32 check")
+    args = p.parse_args(argv)
     usable, why = _probe_cuda()
     if not usable:
         print(f"error: the CUDA self-test needs a GPU: {why}", file=sys.stderr)
         return 2
-    print(f"minigrad CUDA self-test on {_device_key()}")
-    print(f"{'case':<16}{'dtype':<9}{'max error':>12}{'tolerance':>12}  result")
-    rows = results(fast_ops(check=False))
-    for name, dtype, error, tolerance, ok, message in rows:
-        print(f"{name:<16}{dtype:<9}{error:>12.2e}{tolerance:>12.0e}  {'ok' if ok else 'FAIL ' + message}")
+    print(f"minigrad CUDA self-test on {_device_key(not args.no_tf32)}")
+    print(f"{'case':<16}{'check':<14}{'max error':>12}{'tolerance':>12}  result")
+    rows = results(cuda_ops(), tf32=not args.no_tf32)
+    for name, check, error, tolerance, ok, message in rows:
+        print(f"{name:<16}{check:<14}{error:>12.2e}{tolerance:>12.0e}  {'ok' if ok else 'FAIL ' + message}")
     failed = sum(not row[4] for row in rows)
     print(f"{len(rows) - failed} of {len(rows)} passed")
     return 1 if failed else 0

@@ -411,7 +411,7 @@ def test_gemm_matches_numpy(fake, transa, transb):
                   bufy.data.ptr, runtime.CUDA_R_32F, bufy.shape[1],
                   bufx.data.ptr, runtime.CUDA_R_32F, bufx.shape[1], pb,
                   out.data.ptr, runtime.CUDA_R_32F, out.shape[1],
-                  cublas.CUBLAS_COMPUTE_32F_FAST_TF32, cublas.CUBLAS_GEMM_DEFAULT)
+                  cublas.CUBLAS_COMPUTE_32F_PEDANTIC, cublas.CUBLAS_GEMM_DEFAULT)
     got = out.get()
     np.testing.assert_allclose(got[:, :n], x @ y, rtol=1e-5, atol=1e-5)
     assert (got[:, n:] == 7.0).all()                       # the padding is untouched
@@ -422,8 +422,83 @@ def test_gemm_matches_numpy(fake, transa, transb):
     np.testing.assert_allclose(batched.get(), np.stack([x @ y] * 2), rtol=1e-5, atol=1e-5)
     log = standin.counts.gemm_log
     assert [(g.function, g.compute_type) for g in log] == [
-        ("gemmEx", cublas.CUBLAS_COMPUTE_32F_FAST_TF32),
+        ("gemmEx", cublas.CUBLAS_COMPUTE_32F_PEDANTIC),
         ("sgemmStridedBatched", cublas.CUBLAS_COMPUTE_32F)]
+
+
+def _nearest(x, mantissa_bits, ties_away):
+    """The float32 values x rounded to `mantissa_bits` stored bits, from the format's definition
+    (float64 arithmetic on frexp's exponent; subnormals share the smallest normal's spacing)."""
+    x = np.asarray(x, np.float64)
+    _, e = np.frexp(x)                             # |x| in [2^(e-1), 2^e)
+    ulp = np.ldexp(1.0, np.maximum(e, -125) - 1 - mantissa_bits)
+    scaled = np.abs(x) / ulp
+    low = np.floor(scaled)
+    if ties_away:
+        up = scaled - low >= 0.5
+    else:                                          # ties to even
+        up = (scaled - low > 0.5) | ((scaled - low == 0.5) & (low % 2 == 1))
+    r = np.sign(x) * (low + up) * ulp
+    return np.where(np.abs(r) > np.finfo(np.float32).max, np.copysign(np.inf, x), r)
+
+
+def _float32_samples():
+    rng = np.random.default_rng(0)
+    f32 = np.finfo(np.float32)
+    ties = np.float32(1) + np.float32(2.0 ** -11) * np.arange(-3, 4, dtype=np.float32)   # halfway cases
+    special = np.array([0.0, -0.0, f32.max, -f32.max, f32.tiny, f32.tiny / 3, 2.0 ** -149, 65504.0], np.float32)
+    bits = rng.integers(0, 2 ** 32, 100_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    samples = np.concatenate([ties, -ties, special, bits, rng.standard_normal(10_000).astype(np.float32)])
+    return samples[np.isfinite(samples)]
+
+
+def test_tf32_rounding_is_the_tf32_format(fake):
+    """round_to_tf32 keeps 10 mantissa bits: every result has its 13 low bits clear and is the
+    nearest such value (ties away from zero, as cvt.rna.tf32.f32), over random bit patterns,
+    halfway cases, subnormals and float32's largest (which rounds to infinity)."""
+    from _standin.cublas import round_to_bfloat16, round_to_tf32
+    x = _float32_samples()
+    r = round_to_tf32(x)
+    assert not (r.view(np.uint32) & 0x1FFF).any()
+    np.testing.assert_array_equal(r.astype(np.float64), _nearest(x, 10, ties_away=True))
+    assert round_to_tf32(np.float32(1 + 2 ** -11)) == 1 + 2 ** -10          # a tie, away from zero
+    assert round_to_tf32(np.float32(-(1 + 2 ** -11))) == -(1 + 2 ** -10)
+    assert round_to_tf32(np.float32(1 + 2 ** -12)) == 1
+    special = np.array([np.inf, -np.inf, np.nan], np.float32)
+    np.testing.assert_array_equal(round_to_tf32(special), special)
+    b = round_to_bfloat16(x)
+    assert not (b.view(np.uint32) & 0xFFFF).any()
+    np.testing.assert_array_equal(b.astype(np.float64), _nearest(x, 7, ties_away=False))
+
+
+@pytest.mark.parametrize("compute, math_mode, rounded", [
+    ("CUBLAS_COMPUTE_32F_FAST_TF32", 0, "tf32"), ("CUBLAS_COMPUTE_32F", 3, "tf32"),
+    ("CUBLAS_COMPUTE_32F", 0, None), ("CUBLAS_COMPUTE_32F_PEDANTIC", 3, None),
+    ("CUBLAS_COMPUTE_32F_FAST_16BF", 0, "bf16"), ("CUBLAS_COMPUTE_32F_FAST_16F", 0, "fp16")])
+def test_reduced_precision_gemms_round_their_operands(fake, compute, math_mode, rounded):
+    """A float32 GEMM asking for TF32 (the compute type, or CUBLAS_TF32_TENSOR_OP_MATH on the
+    handle) multiplies A and B rounded to TF32, as tensor cores do, and sums in float32;
+    PEDANTIC and plain COMPUTE_32F without the math mode multiply them as they are."""
+    cupy, _ = fake
+    from cupy_backends.cuda.libs import cublas
+    from _standin.cublas import round_to_bfloat16, round_to_tf32
+    rounding = {"tf32": round_to_tf32, "bf16": round_to_bfloat16, None: lambda a: a,
+                "fp16": lambda a: a.astype(np.float16).astype(np.float32)}[rounded]
+    rng = np.random.default_rng(1)
+    m, n, k = 6, 5, 64
+    x, y = (rng.standard_normal(s).astype(np.float32) for s in ((m, k), (k, n)))
+    a, b, out = cupy.asarray(x), cupy.asarray(y), cupy.zeros((m, n), dtype=cupy.float32)
+    _, pa = _host(1.0, np.float32)
+    _, pb = _host(0.0, np.float32)
+    handle = cublas.create()
+    cublas.setMathMode(handle, math_mode)
+    f = cupy.cuda.runtime.CUDA_R_32F
+    cublas.gemmEx(handle, 0, 0, n, m, k, pa, b.data.ptr, f, n, a.data.ptr, f, k, pb, out.data.ptr, f, n,
+                  getattr(cublas, compute), cublas.CUBLAS_GEMM_DEFAULT)
+    expected = rounding(x).astype(np.float64) @ rounding(y).astype(np.float64)
+    np.testing.assert_allclose(out.get(), expected, rtol=1e-5, atol=1e-5)   # float32 sums of exact products
+    if rounded:
+        assert np.abs(out.get() - x.astype(np.float64) @ y).max() > 1e-3    # visibly not full precision
 
 
 def test_gemm_refuses_what_would_corrupt_memory(fake):

@@ -10,6 +10,11 @@ access past an allocation's end, memory of another dtype, misalignment, an outpu
 input, a host pointer where a device one belongs) raises ValueError.
 
 Each call counts 1 launch and is logged (state.GemmCall) with its computeType.
+
+Reduced-precision compute types round the operands A and B as tensor cores do, so that CI sees
+what a GPU computes: CUBLAS_COMPUTE_32F_FAST_TF32 (or CUBLAS_COMPUTE_32F under the handle's
+CUBLAS_TF32_TENSOR_OP_MATH) to TF32, _FAST_16BF to bfloat16 and _FAST_16F to float16; the
+products are then summed in float32. _PEDANTIC never rounds.
 """
 import ctypes
 import itertools
@@ -46,6 +51,7 @@ SUPPORTED = {
     (np.float16, np.float32): {ENUM["CUBLAS_COMPUTE_32F"]: np.float32,
                                ENUM["CUBLAS_COMPUTE_32F_PEDANTIC"]: np.float32},
 }
+TF32_TENSOR_OP_MATH = 3        # cublasMath_t CUBLAS_TF32_TENSOR_OP_MATH (not among CuPy 14.2's names)
 _LEGACY_COMPUTE = {R["CUDA_R_32F"]: ENUM["CUBLAS_COMPUTE_32F"], R["CUDA_R_64F"]: ENUM["CUBLAS_COMPUTE_64F"],
                    R["CUDA_R_16F"]: ENUM["CUBLAS_COMPUTE_16F"]}   # computeType given as a data type
 _HOST_SCALARS = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.float16: ctypes.c_uint16}
@@ -148,6 +154,35 @@ def getStream(handle):
 
 # ---- GEMM -------------------------------------------------------------------------------
 
+def round_to_tf32(x):
+    """float32 -> the nearest TF32 value (1 sign, 8 exponent, 10 mantissa bits), ties away from
+    zero, as PTX's cvt.rna.tf32.f32: add half of the 13 dropped bits' range to the magnitude's
+    bit pattern, then clear them. Infinities and NaNs pass through; finite values past TF32's
+    largest round to infinity."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)
+    return np.where(np.isfinite(x), rounded, bits).view(np.float32)
+
+
+def round_to_bfloat16(x):
+    """float32 -> the nearest bfloat16 value (8 mantissa bits), ties to even; NaNs pass through."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return np.where(np.isnan(x), bits, rounded).view(np.float32)
+
+
+def _operand_rounding(h, compute):
+    """The rounding the tensor cores apply to A and B for this compute type, or None."""
+    if compute == ENUM["CUBLAS_COMPUTE_32F_FAST_TF32"] or (
+            compute == ENUM["CUBLAS_COMPUTE_32F"] and h.math_mode & 0xF == TF32_TENSOR_OP_MATH):
+        return round_to_tf32
+    if compute == ENUM["CUBLAS_COMPUTE_32F_FAST_16BF"]:
+        return round_to_bfloat16
+    if compute == ENUM["CUBLAS_COMPUTE_32F_FAST_16F"]:
+        return lambda x: x.astype(np.float16).astype(np.float32)
+    return None
+
+
 def _scalar(h, ptr, dtype, name):
     """alpha or beta: read from host memory (pointer mode host) or device memory."""
     ptr = _int(ptr, name, 64)
@@ -235,7 +270,11 @@ def _gemm(function, handle, transa, transb, m, n, k, alpha, A, Atype, lda, strid
     _check_no_overlap(c, (("A", a), ("B", b)))
     op_a = a if transa == ENUM["CUBLAS_OP_N"] else a.transpose(0, 2, 1)
     op_b = b if transb == ENUM["CUBLAS_OP_N"] else b.transpose(0, 2, 1)
-    product = alpha_v * np.matmul(op_a.astype(work), op_b.astype(work))
+    op_a, op_b = op_a.astype(work), op_b.astype(work)
+    rounding = _operand_rounding(h, compute) if types[0] == np.float32 else None
+    if rounding is not None:
+        op_a, op_b = rounding(op_a), rounding(op_b)
+    product = alpha_v * np.matmul(op_a, op_b)
     c[...] = product if beta_v == 0 else product + beta_v * c.astype(work)
 
 

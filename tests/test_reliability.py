@@ -5,6 +5,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -481,31 +482,55 @@ def _final_state(out):
     return final.meta["step"], final.arrays, [(r["step"], r["train_loss"], r["val_loss"]) for r in final.history]
 
 
+def _kill_at(out, args, moment):
+    """Start a run and kill -9 it at `moment`: ('step', n, delay) some delay (s) after it prints
+    step n's line, or ('saving',) while a checkpoint's temporary file exists. -> False if the
+    run finished first (only possible for 'saving': the poller missed every save)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args, "--out-dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env, text=True)
+    try:
+        if moment[0] == "step":
+            _, n, delay = moment
+            for line in proc.stdout:
+                if line.startswith(f"step {n}:"):
+                    break
+            end = time.perf_counter() + delay                # on the order of a step: inside the save
+            while time.perf_counter() < end:                 # or the steps after it
+                pass
+        else:
+            while proc.poll() is None and not (out.is_dir() and any(n.startswith(".ckpt.npz.") for n in os.listdir(out))):
+                pass
+        finished = proc.poll() is not None
+        proc.kill()
+    finally:
+        proc.wait()
+        proc.stdout.close()
+    return not finished
+
+
 def test_kill_9_at_ten_moments_loses_nothing(tmp_path):
-    """kill -9 a run at 10 moments: 5 at random times, 5 while a checkpoint is being written
-    (its temporary file exists). After each kill the checkpoint loads and --resume completes,
-    and the final state equals that of a run never interrupted."""
+    """kill -9 a run at 10 moments: 5 just after the lines of random steps (each step line is
+    followed by a save and 25 more steps before the next), 5 while a checkpoint is being
+    written (its temporary file exists). After each kill the checkpoint loads and --resume
+    completes, and the final state equals that of a run never interrupted. The moments are
+    observed in the run's output and files, never guessed from the clock."""
     args = [*FAST, "--max-steps", "400", "--eval-interval", "25", "--workers", "1"]
     reference = tmp_path / "reference"
-    start = time.time()
     assert run_cli(*args, "--out-dir", reference).returncode == 0
-    duration = time.time() - start                                  # start-up included
     ref_step, ref_arrays, ref_curve = _final_state(reference)
     rng = random.Random(0)
     for trial in range(10):
         out = tmp_path / f"killed{trial}"
-        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args, "--out-dir", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         if trial % 2:                                                # mid-checkpoint
-            deadline = time.time() + 60
-            while time.time() < deadline and proc.poll() is None:
-                if out.is_dir() and any(n.startswith(".ckpt.npz.") for n in os.listdir(out)):
+            for attempt in range(5):                                 # a run whose saves all slipped by is rerun
+                shutil.rmtree(out, ignore_errors=True)
+                if _kill_at(out, args, ("saving",)):
                     break
-        else:                                                        # a random moment of the run
-            time.sleep(rng.uniform(0.2, 0.6) * duration)
-        assert proc.poll() is None, f"trial {trial}: the run ended before the kill"
-        proc.kill()
-        proc.wait()
+            else:
+                pytest.fail(f"trial {trial}: 5 runs ended without the poller seeing a checkpoint being written")
+        else:                                                        # a step's line, ≥ 100 steps before the end
+            assert _kill_at(out, args, ("step", 25 * rng.randint(1, 12), rng.uniform(0, 0.01))), trial
         if (out / CHECKPOINT_NAME).exists() or (out / PREVIOUS_NAME).exists():
             assert load_latest(str(out)).meta["step"] > 0
             resumed = run_cli("--resume", "--out-dir", out)

@@ -4,6 +4,7 @@ optionally raced against the same model in PyTorch eager, run for run.
     python bench/train_step.py --preset medium --vocab-size 65 --block-size 256 --batch-size 16 --vs-torch
     python bench/train_step.py --preset gpt2 --block-size 64 --batch-size 4 --vs-torch
     python bench/train_step.py --device cuda --preset gpt2 --block-size 1024 --batch-size 16 --vs-torch
+    python bench/train_step.py --device cuda --preset gpt2 --block-size 1024 --largest-batch --vs-torch
 
 On CUDA, --vs-torch races two PyTorch configurations: float32 with TF32 matmuls (the precision
 ours runs in) and bf16 autocast (what a nanoGPT user runs, for comparison); both use
@@ -21,8 +22,15 @@ and the two take turns, one step each, with a short pause between steps; peak me
 process's peak RSS (VmHWM) over all its steps, plus each of our data-parallel worker processes'
 peak RSS less the shared memory (parameters, gradients) already counted; "step MiB" is the part
 above the process's RSS before the model was built.
+
+--largest-batch finds, for each framework alone (one process at a time, nothing else on the
+device), the largest batch whose training step fits in device memory: doubling from
+--batch-size until a step runs out of memory, then bisecting to within an eighth; then it
+times --runs steps of each at its own largest batch. A framework that cannot run here (no
+CUDA build of PyTorch) is skipped with one line.
 """
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -63,13 +71,12 @@ def flops_per_token(cfg):
 TF32_PEAK_TFLOPS = {"H200": 494.7, "H100": 494.7, "A100": 156.0, "L40S": 183.0, "A10": 62.5, "L4": 60.0}
 
 
-def gpu_tf32_peak_gflops():
-    """(datasheet dense TF32 peak or None, measured TF32 GEMM GFLOP/s) of this GPU."""
+def gpu_tf32_peak_gflops(n=8192):
+    """(datasheet dense TF32 peak or None, measured TF32 GEMM GFLOP/s of n x n x n) of this GPU."""
     import cupy
     from minigrad.cuda.gemm import gemm
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
     sheet = next((v * 1e3 for k, v in TF32_PEAK_TFLOPS.items() if k in name), None)
-    n = 8192
     a, b = cupy.ones((n, n), cupy.float32), cupy.ones((n, n), cupy.float32)
     out = cupy.empty((n, n), cupy.float32)
     start, stop = cupy.cuda.Event(), cupy.cuda.Event()
@@ -180,24 +187,77 @@ def peak_mib(runner):
     return status_mib("VmHWM") + sum(status_mib("VmHWM", w.pid) - status_mib("RssShmem", w.pid) for w in workers)
 
 
-def worker(framework, cfg, batch_size, kind, device):
-    """One framework in its own process: a step per 'step' line on stdin, a JSON line back.
+def make_runner(framework, cfg, batch_size, kind, device):
+    if framework.startswith("pytorch"):
+        return TorchStep(cfg, batch_size, kind, device, precision="bf16" if framework.endswith("bf16") else "fp32")
+    return OursStep(cfg, batch_size, kind, device)
+
+
+def out_of_memory(error):
+    """Whether an exception is the device running out of memory (CuPy's, cuBLAS's or PyTorch's)."""
+    text = f"{type(error).__name__} {error}"
+    return any(s in text for s in ("OutOfMemoryError", "out of memory", "ALLOC_FAILED"))
+
+
+def free_device_memory(framework):
+    """Return every cached block of this framework's allocator to the device."""
+    gc.collect()
+    if framework.startswith("pytorch"):
+        import torch
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        import cupy
+        cupy.get_default_memory_pool().free_all_blocks()
+
+
+def try_batch(framework, cfg, batch_size, kind, device, runs):
+    """Build the framework's step at batch_size and run a warm-up and `runs` steps ->
+    {"fits": True, "times": [...], "peak_mib": ...} or {"fits": False} when it runs out of
+    device memory; everything is freed again afterwards."""
+    free_device_memory(framework)
+    try:
+        runner = make_runner(framework, cfg, batch_size, kind, device)
+        times = [runner.step() for _ in range(runs + 1)][1:]
+        reply = {"fits": True, "times": times, "peak_mib": runner.device_peak_mib()}
+    except Exception as e:                   # the traceback would keep the failed step's arrays alive
+        if not out_of_memory(e):
+            raise
+        reply = {"fits": False}
+    runner = None
+    free_device_memory(framework)
+    return reply
+
+
+def worker(framework, cfg, batch_size, kind, device, peak_size):
+    """One framework in its own process: a step per 'step' line on stdin, a JSON line back
+    ('try B': a fresh step at batch B, see try_batch).
 
     Separate processes keep each framework's thread pools and heap from disturbing the other."""
     if framework.startswith("pytorch"):
-        import torch  # noqa: F401  (the import's memory belongs to the baseline)
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is None or (device == "cuda" and not torch.cuda.is_available()):
+            print(json.dumps({"error": "PyTorch is not installed" if torch is None else
+                              f"torch {torch.__version__} has no CUDA device here"}), flush=True)
+            return
     base = status_mib("VmRSS")
-    if framework.startswith("pytorch"):
-        runner = TorchStep(cfg, batch_size, kind, device, precision="bf16" if framework.endswith("bf16") else "fp32")
-    else:
-        runner = OursStep(cfg, batch_size, kind, device)
+    runner = None
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
-        if line.strip() == "step":
+        command = line.split()
+        if command[0] == "try":
+            print(json.dumps(try_batch(framework, cfg, int(command[1]), kind, device, int(command[2]))), flush=True)
+            continue
+        if runner is None and command[0] != "peak":
+            runner = make_runner(framework, cfg, batch_size, kind, device)
+        if command[0] == "step":
             reply = {"times": runner.step()}
-        elif line.strip() == "peak":
+        elif command[0] == "peak":
             if device == "cuda":
-                sheet, measured = gpu_tf32_peak_gflops()
+                sheet, measured = gpu_tf32_peak_gflops(peak_size)
                 reply = {"matmul_gflops": sheet or measured, "measured_gflops": measured}
             else:
                 reply = {"matmul_gflops": matmul_peak_gflops(reps=4)}
@@ -212,16 +272,143 @@ def worker(framework, cfg, batch_size, kind, device):
 
 
 class Worker:
+    """A framework's worker process; .error says why it cannot run here (None when it can)."""
+
     def __init__(self, framework, argv):
         self.name = framework
         self.proc = subprocess.Popen([sys.executable, __file__, *argv, "--worker", framework],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.proc.stdout.readline()
+        line = self.proc.stdout.readline()
+        self.error = json.loads(line).get("error") if line else "its worker process died at start"
 
     def ask(self, command):
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} worker died on {command!r}")
+        return json.loads(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def start_workers(names, argv):
+    """The workers that can run here, with one line for each that cannot."""
+    workers = []
+    for name in names:
+        w = Worker(name, argv)
+        if w.error:
+            print(f"skipped {name}: {w.error}")
+            w.close()
+        else:
+            workers.append(w)
+    return workers
+
+
+def largest_batch(fits, start, cap):
+    """The largest B <= cap with fits(B), to within an eighth: doubling from `start` until a
+    batch does not fit (or halving until one does), then bisecting. -> B, or 0 if not even 1
+    fits."""
+    good, b = 0, min(start, cap)
+    while b <= cap and fits(b):
+        good, b = b, 2 * b
+    bad = min(b, cap + 1)                      # the smallest batch known (or, past cap, taken) not to fit
+    while good == 0 and bad > 1:
+        b = bad // 2
+        good, bad = (b, bad) if fits(b) else (0, b)
+    while good and bad - good > max(1, good // 8):
+        b = (good + bad) // 2
+        good, bad = (b, bad) if fits(b) else (good, b)
+    return good
+
+
+def print_table(cfg, device, peak, rows):
+    """rows: [(label, batch size, [(fwd, bwd or None, opt) per step], {"peak_mib", "step_mib"})]
+    -> {label: tokens/s}."""
+    f_model, f_head = flops_per_token(cfg)
+    print(f"config: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, vocab {cfg.vocab_size}, "
+          f"T={cfg.block_size}, B={'/'.join(str(b) for b in sorted({b for _, b, _, _ in rows}))}; {device}, {os.cpu_count()} cores; "
+          f"matmul peak {peak:.0f} GFLOP/s")
+    header = "| framework | tokens/s | step s | fwd s | bwd s | opt s | MFU | MFU+head | peak MiB | step MiB |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    rates = {}
+    for label, batch_size, steps, mem in rows:
+        total = statistics.median(sum(x for x in t if x is not None) for t in steps)
+        fwd, bwd, opt = (statistics.median(t[i] for t in steps) if steps[0][i] is not None else None
+                         for i in range(3))
+        fwd_bwd = f"{fwd:.3f} | {bwd:.3f}" if bwd is not None else f"{fwd:.3f} (fwd+bwd) | -"
+        rates[label] = batch_size * cfg.block_size / total
+        print(f"| {label} | {rates[label]:,.0f} | {total:.3f} | {fwd_bwd} | {opt:.3f} | "
+              f"{f_model * rates[label] / (peak * 1e9):.2f} | {f_head * rates[label] / (peak * 1e9):.2f} | "
+              f"{mem['peak_mib']:,.0f} | {mem['step_mib']:,.0f} |")
+    return rates
+
+
+def print_ratios(rates, ours, rivals, runs, what):
+    for name in rivals:
+        if name in rates:
+            print(f"ratio {ours} / {name} tokens/s: {rates[ours] / rates[name]:.2f} ({what})")
+
+
+def race(args, cfg, argv, rivals):
+    """Every framework at --batch-size, one step each in turn."""
+    workers = [Worker("minigrad", argv)]
+    if workers[0].error:
+        raise SystemExit(f"error: minigrad cannot run: {workers[0].error}")
+    workers += start_workers(rivals, argv)
+    answer = workers[0].ask("peak")
+    peak = answer["matmul_gflops"]
+    if "measured_gflops" in answer:
+        print(f"GPU TF32 peak for MFU: {peak / 1e3:.0f} TFLOP/s (measured TF32 GEMM: {answer['measured_gflops'] / 1e3:.0f})")
+    times = {w.name: [] for w in workers}
+    for run in range(args.runs + 1):                      # run 0 warms up
+        for w in workers:
+            time.sleep(args.pause)
+            t = w.ask("step")["times"]
+            if run:
+                times[w.name].append(t)
+    if args.device == "cpu":
+        peak = max(peak, workers[0].ask("peak")["matmul_gflops"])
+    memory = {w.name: w.ask("quit") for w in workers}
+    rates = print_table(cfg, args.device, peak, [(w.name, args.batch_size, times[w.name], memory[w.name])
+                                                 for w in workers])
+    print_ratios(rates, "minigrad", rivals, args.runs, f"medians of {args.runs} interleaved steps each")
+
+
+def largest_batches(args, cfg, argv, rivals):
+    """Each framework alone: its largest batch, then --runs steps at it."""
+    rows, peak = [], None
+    for name in ["minigrad", *rivals]:
+        w = Worker(name, argv)
+        if w.error:
+            print(f"skipped {name}: {w.error}")
+            w.close()
+            continue
+        if peak is None:
+            peak = w.ask("peak")["matmul_gflops"] if args.device == "cuda" else matmul_peak_gflops(reps=4)
+        tried = {}
+        def fits(b):
+            tried[b] = w.ask(f"try {b} 1")
+            print(f"{name}: B={b} {'fits' if tried[b]['fits'] else 'does not fit (out of memory)'}", flush=True)
+            return tried[b]["fits"]
+        best = largest_batch(fits, args.batch_size, args.max_batch)
+        if best:
+            result = w.ask(f"try {best} {args.runs}")
+            if result["fits"]:
+                rows.append((f"{name} B={best}", best, result["times"], {"peak_mib": result["peak_mib"],
+                                                                         "step_mib": result["peak_mib"]}))
+        capped = " (the --max-batch cap)" if best == args.max_batch else ""
+        print(f"largest batch of {name} alone: {best or 'none fits'}{capped}", flush=True)
+        w.close()
+    if rows:
+        rates = print_table(cfg, args.device, peak, rows)
+        labels = {label.split()[0]: label for label, *_ in rows}
+        if "minigrad" in labels:
+            print_ratios({name: rates[label] for name, label in labels.items()}, "minigrad", rivals, args.runs,
+                         f"each at its largest batch, medians of {args.runs} steps")
 
 
 def main():
@@ -238,52 +425,18 @@ def main():
     p.add_argument("--pause", type=float, default=0.0, help="seconds of idle before each step")
     p.add_argument("--kernels", default="fast", choices=KERNELS, help="our layer implementations (default: fast)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--largest-batch", action="store_true",
+                   help="find each framework's largest batch alone (from --batch-size up) and time it there")
+    p.add_argument("--max-batch", type=int, default=4096, help="--largest-batch looks no further (default: 4096)")
+    p.add_argument("--peak-size", type=int, default=8192, help="n of the n x n x n GEMM that measures the GPU's peak")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     cfg = config_from(args)
     if args.worker:
-        return worker(args.worker, cfg, args.batch_size, args.kernels, args.device)
-    argv = [a for a in sys.argv[1:] if a != "--vs-torch"]
-
-    rivals = ["pytorch"] if args.device == "cpu" else ["pytorch-tf32", "pytorch-bf16"]
-    workers = [Worker("minigrad", argv)] + ([Worker(name, argv) for name in rivals] if args.vs_torch else [])
-    answer = workers[0].ask("peak")
-    peak = answer["matmul_gflops"]
-    if "measured_gflops" in answer:
-        print(f"GPU TF32 peak for MFU: {peak / 1e3:.0f} TFLOP/s (measured TF32 GEMM: {answer['measured_gflops'] / 1e3:.0f})")
-    times = {w.name: [] for w in workers}
-    for run in range(args.runs + 1):                      # run 0 warms up
-        for w in workers:
-            time.sleep(args.pause)
-            t = w.ask("step")["times"]
-            if run:
-                times[w.name].append(t)
-    if args.device == "cpu":
-        peak = max(peak, workers[0].ask("peak")["matmul_gflops"])
-    memory = {w.name: w.ask("quit") for w in workers}
-
-    tokens = args.batch_size * cfg.block_size
-    f_model, f_head = flops_per_token(cfg)
-    print(f"config: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, vocab {cfg.vocab_size}, "
-          f"T={cfg.block_size}, B={args.batch_size}; {args.device}, {os.cpu_count()} cores; matmul peak {peak:.0f} GFLOP/s")
-    header = "| framework | tokens/s | step s | fwd s | bwd s | opt s | MFU | MFU+head | peak MiB | step MiB |"
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    rates = {}
-    for w in workers:
-        steps = times[w.name]
-        total = statistics.median(sum(x for x in t if x is not None) for t in steps)
-        fwd, bwd, opt = (statistics.median(t[i] for t in steps) if steps[0][i] is not None else None
-                         for i in range(3))
-        fwd_bwd = f"{fwd:.3f} | {bwd:.3f}" if bwd is not None else f"{fwd:.3f} (fwd+bwd) | -"
-        rates[w.name] = tokens / total
-        mem = memory[w.name]
-        print(f"| {w.name} | {rates[w.name]:,.0f} | {total:.3f} | {fwd_bwd} | {opt:.3f} | "
-              f"{f_model * rates[w.name] / (peak * 1e9):.2f} | {f_head * rates[w.name] / (peak * 1e9):.2f} | "
-              f"{mem['peak_mib']:,.0f} | {mem['step_mib']:,.0f} |")
-    for name in rivals if args.vs_torch else []:
-        print(f"ratio minigrad / {name} tokens/s: {rates['minigrad'] / rates[name]:.2f} "
-              f"(medians of {args.runs} interleaved steps each)")
+        return worker(args.worker, cfg, args.batch_size, args.kernels, args.device, args.peak_size)
+    argv = [a for a in sys.argv[1:] if a not in ("--vs-torch", "--largest-batch")]
+    rivals = (["pytorch"] if args.device == "cpu" else ["pytorch-tf32", "pytorch-bf16"]) if args.vs_torch else []
+    (largest_batches if args.largest_batch else race)(args, cfg, argv, rivals)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +112,41 @@ def ops(request):
     """The CPU ops of one implementation: each test using it runs on the reference pairs and
     on the fast ones (minigrad.kernels)."""
     return kernels("cpu", request.param)
+
+
+# ----------------------------------------------------------------------------- the CuPy stand-in
+
+STANDIN = Path(__file__).resolve().parent / "cupy_standin"
+SWAPPED = ("cupy", "cupy_backends", "standin", "_standin", "twins", "minigrad.cuda.")
+
+
+def _swapped(name):
+    return any(name == s or name.startswith(s if s.endswith(".") else s + ".") for s in SWAPPED)
+
+
+def _unbind(names):
+    """Drops the modules from sys.modules, and minigrad.cuda's submodules from the package's
+    attributes too (else `from minigrad.cuda import gemm` returns the old module, bound to the
+    old `cupy`)."""
+    package = sys.modules.get("minigrad.cuda")
+    for name in list(names):
+        del sys.modules[name]
+        if package is not None and name.startswith("minigrad.cuda.") and name.count(".") == 2:
+            vars(package).pop(name.rsplit(".", 1)[1], None)
+
+
+@pytest.fixture
+def standin():
+    """Installs the CuPy stand-in (tests/cupy_standin) as `cupy` for one test and yields its
+    test-facing module (counting, memory limits, twins); then restores sys.modules."""
+    saved = {name: module for name, module in sys.modules.items() if _swapped(name)}
+    _unbind(saved)
+    sys.path.insert(0, str(STANDIN))
+    import standin as counters
+    yield counters
+    sys.path.remove(str(STANDIN))
+    _unbind([n for n in sys.modules if _swapped(n)])
+    sys.modules.update(saved)
+    for name, module in saved.items():                   # `from minigrad.cuda import gemm` finds them
+        if name.startswith("minigrad.cuda.") and name.count(".") == 2:
+            setattr(sys.modules["minigrad.cuda"], name.rsplit(".", 1)[1], module)

@@ -7,7 +7,6 @@ and each cuBLAS call through NumPy, counting them; launch counts depend on the n
 layers, never on the widths or the batch, so the budgets are checked on narrow models with
 GPT-2's depth and context (12 layers, T = 1024) and asserted to be width-independent.
 """
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,44 +17,10 @@ from gpt.model import GPT, buffer_size, parameter_shapes, tensor_views
 from minigrad import AdamW, Backend, kernels
 from minigrad.backend import _probe_cuda
 
-STANDIN = Path(__file__).resolve().parent / "cupy_standin"
-SWAPPED = ("cupy", "cupy_backends", "standin", "_standin", "twins", "minigrad.cuda.")
-
 # The budgets of issue 11, for a GPT-2-shaped step (12 layers, T = 1024).
 LAUNCHES_PER_LAYER = 50
 LAUNCHES_PER_STEP = 650
 OPTIMIZER_LAUNCHES = 6
-
-
-def _swapped(name):
-    return any(name == s or name.startswith(s if s.endswith(".") else s + ".") for s in SWAPPED)
-
-
-@pytest.fixture
-def standin():
-    """Installs the stand-in as `cupy` for one test, then restores sys.modules."""
-    saved = {name: module for name, module in sys.modules.items() if _swapped(name)}
-    _unbind(saved)
-    sys.path.insert(0, str(STANDIN))
-    import standin as counters
-    yield counters
-    sys.path.remove(str(STANDIN))
-    _unbind([n for n in sys.modules if _swapped(n)])
-    sys.modules.update(saved)
-    for name, module in saved.items():                   # `from minigrad.cuda import gemm` finds them
-        if name.startswith("minigrad.cuda.") and name.count(".") == 2:
-            setattr(sys.modules["minigrad.cuda"], name.rsplit(".", 1)[1], module)
-
-
-def _unbind(names):
-    """Drops the modules from sys.modules, and minigrad.cuda's submodules from the package's
-    attributes too (else `from minigrad.cuda import gemm` returns the old module, bound to the
-    old `cupy`)."""
-    package = sys.modules.get("minigrad.cuda")
-    for name in list(names):
-        del sys.modules[name]
-        if package is not None and name.startswith("minigrad.cuda.") and name.count(".") == 2:
-            vars(package).pop(name.rsplit(".", 1)[1], None)
 
 
 @pytest.fixture(params=["standin", "gpu"])

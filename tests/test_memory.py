@@ -16,7 +16,6 @@ from gpt.memory import (NotEnoughMemoryError, available, cgroup_headroom, check_
                         estimate, memory_available, shard_activations)
 from gpt.model import GPT, buffer_size
 from minigrad import Backend, kernels
-from test_cuda import standin  # noqa: F401  (the fixture)
 from test_train_cli import ROOT, assert_clean_error, run_cli
 
 # Shapes where each term leads in turn: the blocks' caches, dropout, dropout's forward peak
@@ -71,7 +70,7 @@ def test_cpu_activations_are_the_measured_peak(shape, dtype, B):
 
 
 @pytest.mark.parametrize("shape", ["blocks", "dropout", "gpt2-vocab"])
-def test_cuda_activations_are_the_standin_peak(standin, shape):  # noqa: F811
+def test_cuda_activations_are_the_standin_peak(standin, shape):
     """A forward + backward on the fake GPU fits in the estimate plus the tolerance and runs
     out of memory in the estimate minus it."""
     import cupy
@@ -240,7 +239,7 @@ def test_no_address_space_limit_is_none():
     assert address_space_headroom() is None
 
 
-def test_the_gpu_has_what_memgetinfo_says_is_free(standin):  # noqa: F811
+def test_the_gpu_has_what_memgetinfo_says_is_free(standin):
     standin.set_memory_limit(10 * 2**30)
     try:
         backend = Backend("cuda", "float32")

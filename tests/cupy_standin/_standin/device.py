@@ -5,6 +5,7 @@ each allocation belongs to the device current when it was made.
 Everything runs synchronously on the host, so synchronizing only counts (a sync)."""
 import itertools
 import threading
+import time
 
 from _standin import memory, state
 from _standin.names import CONSTANTS, NAMES, restrict
@@ -178,18 +179,18 @@ def get_current_stream(device_id=-1):
 
 
 class Event:
-    """A CUDA event; timing reads 0.0 ms (nothing is timed on the host)."""
+    """A CUDA event. Work runs synchronously here, so an event records the host's clock."""
 
     def __init__(self, block=False, disable_timing=False, interprocess=False):
         self.ptr = next(_handles)
-        self._timing, self._recorded = not disable_timing, False
+        self._timing, self._recorded, self._time = not disable_timing, False, None
 
     @property
     def done(self):
         return True
 
     def record(self, stream=None):
-        self._recorded = True
+        self._recorded, self._time = True, time.perf_counter()
 
     def synchronize(self):
         state.record("syncs")
@@ -199,11 +200,11 @@ restrict(Event, "cupy.cuda.Event", module="cupy.cuda.stream")
 
 
 def get_elapsed_time(start_event, end_event):
-    """Milliseconds between two recorded events with timing: always 0.0 here."""
+    """Milliseconds between two recorded events with timing (host time between the records)."""
     for event in (start_event, end_event):
         if not (event._timing and event._recorded):
             raise CUDARuntimeError(400)
-    return 0.0
+    return (end_event._time - start_event._time) * 1e3
 
 
 def get_cublas_handle():

@@ -135,8 +135,9 @@ def machine(r, timeout):
              "except ImportError: print('torch: not installed')")
     status, out = r.run("1_machine.txt", [PYTHON, "-c", probe], timeout / 2)
     r.write(*out.splitlines()[:-1])
-    status, out = r.run("1_machine.txt", ["git", "log", "-1", "--format=commit %h %cd"], 5)
-    r.write(*(out.splitlines()[:1] if status == 0 else ["commit: not a git checkout"]))
+    status, out = r.run("1_machine.txt", ["git", "log", "-1", "--format=commit %h %cd"], 5) if shutil.which("git") \
+        else (None, "")
+    r.write(*(out.splitlines()[:1] if status == 0 else ["commit: unknown (no git, or not a git checkout)"]))
 
 
 def selftest(r, timeout):

@@ -11,11 +11,11 @@ Every option is listed by `python sample.py --help`. Generation uses a KV cache
 import codecs
 import sys
 
-from gpt.cli import LineParser, number, run_main
+from gpt.data.tokenizers import encode_prompt
+from gpt.files.loading import load_model, open_backend
 from gpt.generate import generate
-from gpt.loading import load_model, open_backend
-from gpt.terminal import TerminalWriter
-from gpt.tokenizers import encode_prompt
+from gpt.run.cli import LineParser, number, run_main
+from gpt.run.terminal import TerminalWriter
 from minigrad import KERNELS, kernels
 
 DEFAULTS = dict(out_dir="out", init_from=None, prompt="", max_new_tokens=256, temperature=0.8, top_k=None,

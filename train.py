@@ -18,23 +18,27 @@ import numpy as np
 from tqdm import tqdm
 
 from bpe.corpus import available_cores
-from gpt.checkpoint import CHECKPOINT_NAME, curve_array, curve_records, digest, save_checkpoint, write_json
-from gpt.cli import LineParser, UsageError, keep_writing_if_closed, number, run_main
 from gpt.config import PRESETS, GPTConfig
-from gpt.distributed import AllRanksError, Solo, ZeroShard, check_agreement, collectively, world as find_world
-from gpt.data import BatchSampler, is_url, load_bpe_corpus, load_byte_corpus, split_tokens
+from gpt.data.batches import BatchSampler, split_tokens
+from gpt.data.corpus import is_url, load_byte_corpus
+from gpt.data.token_cache import load_bpe_corpus
+from gpt.data.tokenizers import LocalVocab, encode_prompt, make_tokenizer
 from gpt.errors import CheckpointError, UserError
-from gpt.export import read_hf_config
+from gpt.files.atomic import write_json
+from gpt.files.checkpoint import CHECKPOINT_NAME, curve_array, curve_records, digest, save_checkpoint
+from gpt.files.hf import read_hf_config
+from gpt.files.loading import hf_tokenizer_meta, load_model, no_tokenizer_error, open_backend, read_checkpoint
+from gpt.files.untrusted import is_clean_text, short_repr, strict_json
 from gpt.generate import generate
-from gpt.loading import hf_tokenizer_meta, load_model, no_tokenizer_error, open_backend, read_checkpoint
-from gpt.memory import check_training_memory
 from gpt.model import GPT
-from gpt.parallel import CPUWorkers, WorkerError, model_buffers, usable_workers
-from gpt.plot import write_loss_plot
-from gpt.rundir import claim_out_dir, remove_run_files
-from gpt.terminal import printable
-from gpt.untrusted import is_clean_text, short_repr, strict_json
-from gpt.tokenizers import LocalVocab, encode_prompt, make_tokenizer
+from gpt.parallel.ranks import AllRanksError, Solo, check_agreement, collectively, world as find_world
+from gpt.parallel.workers import CPUWorkers, WorkerError, model_buffers, usable_workers
+from gpt.parallel.zero import ZeroShard
+from gpt.run.cli import LineParser, UsageError, keep_writing_if_closed, number, run_main
+from gpt.run.memory import check_training_memory
+from gpt.run.plot import write_loss_plot
+from gpt.run.rundir import claim_out_dir, remove_run_files
+from gpt.run.terminal import printable
 from minigrad import KERNELS, AdamW, kernels, lr_at
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -222,7 +226,7 @@ def build_parser():
 
 def resolve_options(argv):
     """Command line > checkpoint's saved options (with --resume) > TrainConfig's defaults.
-    -> (TrainConfig, the gpt.checkpoint.Checkpoint with --resume, else None)."""
+    -> (TrainConfig, the gpt.files.checkpoint.Checkpoint with --resume, else None)."""
     parser = build_parser()
     given = vars(parser.parse_args(argv))
     opts = asdict(TrainConfig())
@@ -281,7 +285,7 @@ def _checked_options(parser, options, path):
 
 def _tokenizer_of_hf_dir(hf_dir):
     """--init-from without --tokenizer: the tokenizer options of the directory's own tokenizer
-    (gpt.loading.hf_tokenizer_meta)."""
+    (gpt.files.loading.hf_tokenizer_meta)."""
     vocab_size = read_hf_config(hf_dir).vocab_size
     spec = hf_tokenizer_meta(hf_dir, vocab_size)
     if spec is None:
@@ -292,7 +296,7 @@ def _tokenizer_of_hf_dir(hf_dir):
 def build_model(cfg, saved, backend, ops, n_workers, world, rows):
     """-> (model, tokenizer, token stream). A new model's size comes from the options and the
     tokenizer; a checkpoint (--resume) or Hugging Face directory (--init-from) brings its own
-    model and tokenizer (gpt.loading), the corpus is then encoded with that tokenizer. rows:
+    model and tokenizer (gpt.files.loading), the corpus is then encoded with that tokenizer. rows:
     how many rows of each batch this rank trains."""
     def make_buffers(config):                    # refuse a run that cannot fit before allocating it
         check_training_memory(config, backend, rows, n_workers, world.size if cfg.zero else 1, world.local_size)
@@ -350,7 +354,7 @@ class Trainer:
 
     def __init__(self, cfg, saved=None, world=None):
         self.cfg = cfg
-        self.world = world = world or Solo()      # the ranks (gpt.distributed); rank 0 writes the files
+        self.world = world = world or Solo()      # the ranks (gpt.parallel.ranks); rank 0 writes the files
         if cfg.batch_size < world.size:
             raise UsageError(f"--batch-size {cfg.batch_size} is smaller than the {world.size} ranks: each rank "
                              "trains at least one row; raise --batch-size or use fewer ranks")
@@ -536,7 +540,7 @@ class Trainer:
         if cfg.show_window:
             show_window(self.first_window(), self.tokenizer)
             return 0
-        os.makedirs(cfg.out_dir, exist_ok=True)      # main() has claimed it (gpt.rundir) already
+        os.makedirs(cfg.out_dir, exist_ok=True)      # main() has claimed it (gpt.run.rundir) already
         tokens_per_step = cfg.batch_size * self.config.block_size * cfg.grad_accum
         self._print_setup(tokens_per_step)
         if self.step == 0:
@@ -749,7 +753,7 @@ def main(argv=None):
 
 
 def _claimed_by_rank_0(world, cfg):
-    """Rank 0 claims --out-dir (gpt.rundir) -> its RunDir (None on the others); a refusal is
+    """Rank 0 claims --out-dir (gpt.run.rundir) -> its RunDir (None on the others); a refusal is
     raised on every rank (AllRanksError under mpirun)."""
     return collectively(world, lambda: claim_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
                         if world.rank == 0 else None)

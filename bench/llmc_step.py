@@ -46,7 +46,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from bpe import GPT2Tokenizer
-from gpt.parallel import available_cores
+from gpt.parallel.workers import available_cores
 
 # GPT-2 124M as llm.c describes it
 MAX_T, VOCAB, PADDED_VOCAB, N_LAYER, N_HEAD, N_EMBD = 1024, 50257, 50304, 12, 12, 768

@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bpe.corpus import available_cores  # noqa: E402
-from gpt.checkpoint import load_checkpoint  # noqa: E402
+from gpt.files.checkpoint import load_checkpoint  # noqa: E402
 
 # Open MPI refuses to run as root (containers) unless told that it is meant.
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}

@@ -23,7 +23,8 @@ import numpy as np
 
 import train
 from gpt.config import GPTConfig
-from gpt.data import BatchSampler, load_byte_corpus, split_tokens
+from gpt.data.batches import BatchSampler, split_tokens
+from gpt.data.corpus import load_byte_corpus
 from minigrad import KERNELS, lr_at
 
 RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, max_iters=2000, lr=1e-3,

@@ -42,7 +42,7 @@ import numpy as np
 
 from gpt.config import PRESETS, GPTConfig
 from gpt.model import GPT
-from gpt.parallel import CPUWorkers, model_buffers, usable_workers
+from gpt.parallel.workers import CPUWorkers, model_buffers, usable_workers
 from minigrad import KERNELS, AdamW, Backend, kernels
 
 
@@ -74,6 +74,7 @@ TF32_PEAK_TFLOPS = {"H200": 494.7, "H100": 494.7, "A100": 156.0, "L40S": 183.0, 
 def gpu_tf32_peak_gflops(n=8192):
     """(datasheet dense TF32 peak or None, measured TF32 GEMM GFLOP/s of n x n x n) of this GPU."""
     import cupy
+
     from minigrad.cuda.gemm import gemm
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
     sheet = next((v * 1e3 for k, v in TF32_PEAK_TFLOPS.items() if k in name), None)
@@ -129,6 +130,7 @@ class TorchStep:
 
     def __init__(self, cfg, batch_size, kind, device="cpu", seed=0, precision="fp32"):
         import contextlib
+
         import torch
         from torch_gpt import TorchGPT
         torch.set_num_threads(os.cpu_count())

@@ -11,11 +11,15 @@ ops it is handed.
 """
 from types import SimpleNamespace
 
-from . import attention, crossentropy, dropout, embedding, gelu, layernorm, linear, optim
-from . import cuda
-from .cpu import attention as cpu_attention, crossentropy as cpu_crossentropy, gelu as cpu_gelu
-from .cpu import layernorm as cpu_layernorm, linear as cpu_linear
-from .cpu import optim as cpu_optim
+from . import attention, crossentropy, cuda, dropout, embedding, gelu, layernorm, linear, optim
+from .cpu import (
+    attention as cpu_attention,
+    crossentropy as cpu_crossentropy,
+    gelu as cpu_gelu,
+    layernorm as cpu_layernorm,
+    linear as cpu_linear,
+    optim as cpu_optim,
+)
 
 KERNELS = ("fast", "reference")
 

@@ -4,14 +4,13 @@ interface, special tokens, decoding, the byte tokenizer, and the building blocks
 import numpy as np
 import pytest
 import regex
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
+from tiktoken_ref import SHARED_GPT2
 
 from bpe import ByteTokenizer, DisallowedSpecialTokenError, GPT2Tokenizer
 from bpe.byte_level import BYTE_TO_CHAR, bytes_to_token, token_to_bytes
 from bpe.merge import merge_long, merge_short
 from bpe.pretokenize import GPT2_PATTERN, pretokenize
-from tiktoken_ref import SHARED_GPT2
 
 EOT = "<|endoftext|>"
 

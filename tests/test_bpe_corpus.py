@@ -3,12 +3,11 @@ encoding it all at once."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
+from tiktoken_ref import ROOT
 
 from bpe import ByteTokenizer, GPT2Tokenizer
 from bpe.pretokenize import pretokenize, split_at_safe_cuts
-from tiktoken_ref import ROOT
 
 EOT = "<|endoftext|>"
 TINY = ROOT / "data" / "tiny_shakespeare.txt"

@@ -10,11 +10,10 @@ import random
 import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
+from tiktoken_ref import ROOT, gpt2_encoding, tiktoken_or_skip
 
 from bpe import DisallowedSpecialTokenError, GPT2Tokenizer
-from tiktoken_ref import ROOT, gpt2_encoding, tiktoken_or_skip
 
 tiktoken_or_skip()
 

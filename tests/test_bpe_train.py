@@ -6,13 +6,12 @@ import sys
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
+from tiktoken_ref import ROOT
 
 from bpe import GPT2Tokenizer
 from bpe.pretokenize import pretokenize
 from bpe.train import count_words, learn_merges, main, train
-from tiktoken_ref import ROOT
 
 TINY = ROOT / "data" / "tiny_shakespeare.txt"
 

@@ -66,6 +66,7 @@ def test_the_tf32_check_sees_tf32_and_the_others_do_not(standin):
     """The float32 checks run with TF32 off and the TF32 check with it on, whatever the mode
     before (which is restored): the products' compute types say so."""
     from cupy_backends.cuda.libs import cublas
+
     from minigrad.cuda import cuda_ops, gemm, selftest
     from minigrad.kernels import reference_ops
     ops, reference = cuda_ops(), reference_ops()
@@ -137,6 +138,7 @@ def test_the_verdict_is_cached_per_tf32_mode_versions_and_code(standin, tmp_path
     """The cache key names the TF32 mode, the CUDA runtime, driver and cuBLAS versions, and a
     hash of minigrad's code that changes when the self-test itself changes."""
     import shutil
+
     from minigrad.cuda import selftest
     on, off = selftest._device_key(True), selftest._device_key(False)
     assert on != off and "tf32 on" in on and "tf32 off" in off
@@ -185,8 +187,8 @@ def test_cuda_model_equals_the_cpu_model(device, dropout, kind):
 
 def step_counts(standin, config, B, dropout_seed=1):
     """(launches of forward + backward, syncs, host->device copies) of one micro-step after
-    a warm-up step, as the trainer runs it (gpt.parallel.CPUWorkers on one device)."""
-    from gpt.parallel import CPUWorkers
+    a warm-up step, as the trainer runs it (gpt.parallel.workers.CPUWorkers on one device)."""
+    from gpt.parallel.workers import CPUWorkers
     model = cuda_model(config, dtype="float32")
     workers = CPUWorkers(model, 1)
     x, y = batch(config, B)
@@ -251,6 +253,7 @@ def test_train_py_no_tf32_multiplies_in_full_float32(standin, monkeypatch, tmp_p
     product of a training step in full float32; without it, all but the bias gradients' (full
     float32 by design) on TF32."""
     from cupy_backends.cuda.libs import cublas
+
     import train
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     cfg, _ = train.resolve_options(["--device", "cuda", "--preset", "tiny", "--n-embd", "16", "--n-head", "2",
@@ -270,8 +273,9 @@ def test_kv_cache_decoding_launches_per_token(standin):
     """Generating one token with the KV cache launches 16 kernels per layer and 3 more (the
     embedding, ln_f and the head), as the README states: the cache is written and read in
     place (no copies), and the logits come back in one copy."""
-    from gpt.generate import KVCache, forward_cached
     import cupy
+
+    from gpt.generate import KVCache, forward_cached
     for n_layer in (2, 3):
         config = GPTConfig(n_layer=n_layer, n_head=2, n_embd=16, block_size=32, vocab_size=64)
         model = cuda_model(config, dtype="float32")

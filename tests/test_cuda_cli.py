@@ -131,8 +131,8 @@ def test_export_init_from_and_sampling_with_and_without_the_kv_cache(cuda, tmp_p
 
 
 # The run of the out-of-memory tests: as train.py, or with the memory estimate turned off so that
-# the step itself runs out (gpt.memory.available() None: nothing is known, nothing is checked).
-TRAIN_WITHOUT_ESTIMATE = ("import sys, gpt.memory, train; gpt.memory.available = lambda backend: None; "
+# the step itself runs out (gpt.run.memory.available() None: nothing is known, nothing is checked).
+TRAIN_WITHOUT_ESTIMATE = ("import sys, gpt.run.memory, train; gpt.run.memory.available = lambda backend: None; "
                           "sys.exit(train.main(sys.argv[1:]))")
 
 

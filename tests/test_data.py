@@ -9,9 +9,11 @@ import pytest
 
 import train
 from bpe import GPT2Tokenizer
-from gpt.checkpoint import load_checkpoint
-from gpt.data import BatchSampler, DataError, load_bpe_corpus, load_byte_corpus, split_tokens
-from gpt.tokenizers import LocalVocab, tokenizer_from_meta
+from gpt.data.batches import BatchSampler, split_tokens
+from gpt.data.corpus import DataError, load_byte_corpus
+from gpt.data.token_cache import load_bpe_corpus
+from gpt.data.tokenizers import LocalVocab, tokenizer_from_meta
+from gpt.files.checkpoint import load_checkpoint
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 

@@ -11,13 +11,13 @@ import socket
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from bpe import ByteTokenizer, GPT2Tokenizer
-from gpt.data import DataError, list_documents, load_bpe_corpus, load_byte_corpus, looks_binary
+from gpt.data.corpus import DataError, list_documents, load_byte_corpus, looks_binary
+from gpt.data.token_cache import load_bpe_corpus
 from gpt.errors import UserError
-from gpt.terminal import TerminalWriter, printable
+from gpt.run.terminal import TerminalWriter, printable
 from sample import TextStream
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20

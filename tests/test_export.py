@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 
 from bpe import ByteTokenizer, GPT2Tokenizer
-from gpt.checkpoint import save_checkpoint
 from gpt.config import GPTConfig
-from gpt.export import (HFFormatError, PREFIX, WEIGHTS_NAME, export_hf, load_hf_gpt2, read_hf_config,
-                        read_hf_weights)
+from gpt.data.tokenizers import LocalVocab
+from gpt.files.checkpoint import save_checkpoint
+from gpt.files.hf import PREFIX, WEIGHTS_NAME, HFFormatError, export_hf, load_hf_gpt2, read_hf_config, read_hf_weights
+from gpt.files.safetensors import SafetensorsError, load_file, read_header, save_file
 from gpt.model import GPT
-from gpt.safetensors import SafetensorsError, load_file, read_header, save_file
-from gpt.tokenizers import LocalVocab
 from minigrad import AdamW, Backend
 
 ROOT = Path(__file__).resolve().parents[1]

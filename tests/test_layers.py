@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import minigrad.cpu.gelu
-from minigrad.dropout import GOLDEN, dropout_mask, element_hash, keep_threshold, mix32, site_seed
 from minigrad import dropout_backward, dropout_forward, embedding_backward, embedding_forward, kernels
+from minigrad.dropout import GOLDEN, dropout_mask, element_hash, keep_threshold, mix32, site_seed
 
 SHAPES = [(1, 1), (1, 4), (3, 1), (2, 5)]   # (B, T)
 V, BLOCK, C, OUT = 7, 6, 5, 3               # vocab, context, width, linear output width

@@ -1,4 +1,4 @@
-"""gpt.memory: the estimate against the memory a forward + backward really takes (CPU: traced
+"""gpt.run.memory: the estimate against the memory a forward + backward really takes (CPU: traced
 by tracemalloc, to which NumPy reports its allocations; CUDA: the stand-in's device memory),
 what the machine has (with fake /proc and cgroup files), and the one-line refusal."""
 import os
@@ -9,14 +9,22 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from test_train_cli import ROOT, assert_clean_error, run_cli
 
 from gpt.config import GPTConfig
 from gpt.errors import UserError
-from gpt.memory import (NotEnoughMemoryError, available, cgroup_headroom, check_fits, check_training_memory,
-                        estimate, memory_available, shard_activations)
 from gpt.model import GPT, buffer_size
+from gpt.run.memory import (
+    NotEnoughMemoryError,
+    available,
+    cgroup_headroom,
+    check_fits,
+    check_training_memory,
+    estimate,
+    memory_available,
+    shard_activations,
+)
 from minigrad import Backend, kernels
-from test_train_cli import ROOT, assert_clean_error, run_cli
 
 # Shapes where each term leads in turn: the blocks' caches, dropout, dropout's forward peak
 # (hashing the mask of a long window), many heads on a narrow model (the attention's score
@@ -222,7 +230,7 @@ def test_cgroups_without_limits_or_with_garbage_give_none(tmp_path):
 
 def test_an_address_space_limit_is_honoured():
     """RLIMIT_AS caps this process's address space: the headroom is the limit less VmSize."""
-    code = ("import resource\nfrom gpt.memory import address_space_headroom\n"
+    code = ("import resource\nfrom gpt.run.memory import address_space_headroom\n"
             "status = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
             "size = int(status['VmSize'].split()[0]) * 1024\n"
             "resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, resource.getrlimit(resource.RLIMIT_AS)[1]))\n"
@@ -235,7 +243,7 @@ def test_an_address_space_limit_is_honoured():
 @pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY,
                     reason="this machine limits the address space")
 def test_no_address_space_limit_is_none():
-    from gpt.memory import address_space_headroom
+    from gpt.run.memory import address_space_headroom
     assert address_space_headroom() is None
 
 

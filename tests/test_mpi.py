@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
-
-from gpt.checkpoint import load_checkpoint
 from test_train_cli import ROOT, assert_clean_error, run_cli
+
+from gpt.files.checkpoint import load_checkpoint
 
 MPIRUN = shutil.which("mpirun", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 try:

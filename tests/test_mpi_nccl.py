@@ -1,4 +1,4 @@
-"""The NCCL path of data parallelism (gpt.distributed.NCCLSum), under the CuPy stand-in: train.py
+"""The NCCL path of data parallelism (gpt.parallel.ranks.NCCLSum), under the CuPy stand-in: train.py
 --device cuda under mpirun -np 2, one fake GPU per rank, its gradient all-reduce, reduce-scatter
 and all-gather going through the stand-in's NCCL, whose collectives sum through MPI.
 
@@ -13,7 +13,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from test_mpi import MPI_ENV, MPIRUN, RUN, final, mpi4py
 from test_train_cli import ROOT, run_cli
 

@@ -10,7 +10,7 @@ import pytest
 
 from gpt.config import GPTConfig
 from gpt.model import GPT
-from gpt.parallel import CPUWorkers, WorkerError, model_buffers
+from gpt.parallel.workers import CPUWorkers, WorkerError, model_buffers
 from minigrad import AdamW, Backend
 
 CFG = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=50)
@@ -140,7 +140,7 @@ def test_worker_processes_end_with_the_program():
     """The workers end on close(), and when the main process exits, even by SIGKILL."""
     code = (
         "import os, signal, sys, numpy as np\n"
-        "from gpt.config import GPTConfig\nfrom gpt.model import GPT\nfrom gpt.parallel import CPUWorkers, model_buffers\n"
+        "from gpt.config import GPTConfig\nfrom gpt.model import GPT\nfrom gpt.parallel.workers import CPUWorkers, model_buffers\n"
         "from minigrad import Backend\n"
         "cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=50)\n"
         "backend = Backend('cpu', 'float64')\n"

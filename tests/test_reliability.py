@@ -14,18 +14,17 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
+from test_train_cli import FAST, ROOT, assert_clean_error, digest, run_cli
 
 import train
-from gpt import checkpoint as ckpt
-from gpt.checkpoint import (CHECKPOINT_NAME, PREVIOUS_NAME, WriteError, load_checkpoint, load_latest,
-                            remove_stale_temporaries, save_checkpoint)
 from gpt.config import GPTConfig
 from gpt.errors import CheckpointError
+from gpt.files import checkpoint as ckpt
+from gpt.files.atomic import WriteError, remove_stale_temporaries, write_text
+from gpt.files.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, load_latest, save_checkpoint
 from gpt.model import GPT
 from minigrad import Backend
-from test_train_cli import FAST, ROOT, assert_clean_error, digest, run_cli
 
 TINY = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=256)
 
@@ -182,9 +181,9 @@ def test_a_zip_entry_claiming_more_than_the_file_is_refused(tmp_path):
 
 
 def test_a_gpt2_tokenizer_on_a_byte_sized_model_is_one_line(tmp_path):
-    from gpt.loading import load_model
+    from gpt.files.loading import load_model
     path = tmp_path / CHECKPOINT_NAME
-    from gpt.tokenizers import make_tokenizer
+    from gpt.data.tokenizers import make_tokenizer
     tiny_checkpoint(path, tokenizer=make_tokenizer("gpt2").identity,
                     options={"tokenizer": "gpt2", "bpe_vocab": None, "bpe_merges": None})
     with pytest.raises(CheckpointError, match="its model has 256 token ids, fewer than"):
@@ -293,7 +292,7 @@ def test_permission_and_read_only_errors_are_one_line(tmp_path, monkeypatch):
             raise OSError(error, os.strerror(error))
         monkeypatch.setattr(tempfile, "mkstemp", refuse)
         with pytest.raises(WriteError, match=words):
-            ckpt.write_text(str(tmp_path / "config.json"), "{}")
+            write_text(str(tmp_path / "config.json"), "{}")
     assert os.listdir(tmp_path) == []
 
 
@@ -301,7 +300,7 @@ def test_files_keep_the_usual_permissions(tmp_path):
     """Temporary files are made 0600; the files they become get what open() gives (umask)."""
     old = os.umask(0o022)
     try:
-        ckpt.write_text(str(tmp_path / "config.json"), "{}")
+        write_text(str(tmp_path / "config.json"), "{}")
     finally:
         os.umask(old)
     assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644
@@ -318,7 +317,7 @@ def test_stale_temporaries_are_recognised(tmp_path):
 
 
 def test_claiming_an_out_dir_removes_what_a_killed_run_left(tmp_path, capsys):
-    from gpt.rundir import claim_out_dir
+    from gpt.run.rundir import claim_out_dir
     (tmp_path / ".ckpt.npz.abcdefgh.tmp").write_bytes(b"partial")
     claim_out_dir(str(tmp_path)).release()
     assert not (tmp_path / ".ckpt.npz.abcdefgh.tmp").exists()
@@ -333,7 +332,8 @@ def test_claiming_an_out_dir_removes_what_a_killed_run_left(tmp_path, capsys):
 ])
 def test_a_crafted_lock_file_is_quoted_safely(tmp_path, holder, shown):
     import fcntl
-    from gpt.rundir import LOCK_NAME, RunDirError, claim_out_dir
+
+    from gpt.run.rundir import LOCK_NAME, RunDirError, claim_out_dir
     lock = tmp_path / LOCK_NAME
     lock.write_text(holder if isinstance(holder, str) else json.dumps(holder))
     with open(lock) as f:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from bpe import ByteTokenizer, GPT2Tokenizer
-from gpt.checkpoint import save_checkpoint
 from gpt.config import GPTConfig
-from gpt.export import export_hf
+from gpt.data.tokenizers import LocalVocab, encode_prompt
+from gpt.files.checkpoint import save_checkpoint
+from gpt.files.hf import export_hf
 from gpt.model import GPT
-from gpt.tokenizers import LocalVocab, encode_prompt
 from minigrad import Backend
 from sample import TextStream
 

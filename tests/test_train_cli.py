@@ -13,10 +13,11 @@ import pytest
 
 import sample
 import train
-from gpt.checkpoint import load_checkpoint, save_checkpoint
 from gpt.config import GPTConfig
 from gpt.errors import CheckpointError, HFFormatError
-from gpt.export import export_checkpoint, export_hf
+from gpt.export import export_checkpoint
+from gpt.files.checkpoint import load_checkpoint, save_checkpoint
+from gpt.files.hf import export_hf
 from gpt.model import GPT
 from minigrad import Backend
 

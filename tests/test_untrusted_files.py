@@ -16,13 +16,21 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
-
-from gpt.export import HFFormatError, MAX_SIZE, PREFIX, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, export_hf, load_hf_gpt2, read_hf_config
-from gpt.model import GPT
-from gpt.safetensors import DTYPES, MAX_HEADER_BYTES, SafetensorsError, load_file, read_header, save_file
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 from test_export import CPU, small_model
+
+from gpt.files.hf import (
+    MAX_SIZE,
+    PREFIX,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+    HFFormatError,
+    export_hf,
+    load_hf_gpt2,
+    read_hf_config,
+)
+from gpt.files.safetensors import DTYPES, MAX_HEADER_BYTES, SafetensorsError, load_file, read_header, save_file
+from gpt.model import GPT
 
 MAX_MESSAGE = 500                  # characters: tmp paths are long, some messages name two files
 FUZZ = settings(max_examples=150, deadline=timedelta(seconds=2),
@@ -448,14 +456,14 @@ def test_fuzz_hf_directory(pristine, scratch, data):
     ("[0, " + "9" * 30 + "]", "digits"),
 ])
 def test_a_crafted_local_vocab_json_is_one_line(hf_dir, text, word):
-    from gpt.loading import load_model, open_backend
+    from gpt.files.loading import load_model, open_backend
     (hf_dir / "local_vocab.json").write_text(text)
     message = one_line(HFFormatError, load_model, open_backend("cpu"), None, str(hf_dir))
     assert word in message
 
 
 def test_a_tokenizer_file_linked_from_outside_is_refused(hf_dir, outside):
-    from gpt.loading import hf_tokenizer_meta
+    from gpt.files.loading import hf_tokenizer_meta
     os.symlink(outside / "secret.json", hf_dir / "local_vocab.json")
     message = one_line(HFFormatError, hf_tokenizer_meta, str(hf_dir), 100)
     assert "outside" in message and SECRET not in message

@@ -12,6 +12,7 @@ import cupy
 from .gemm import gemm
 from .module import i32, i64, launch_elementwise
 
+
 @functools.cache
 def _ones(n, dtype):
     """(n,) ones on the device, made once per size (column sums as a product)."""

@@ -31,7 +31,7 @@ mpi4py), and `import standin` this module:
 import contextlib
 
 from _standin import memory, state
-from _standin.state import Counts, GemmCall, NcclCall, TWINS, fail_compile, reset
+from _standin.state import TWINS, Counts, GemmCall, NcclCall, fail_compile, reset
 
 counts = state.counts
 clear_compile_failures = state.clear_failures

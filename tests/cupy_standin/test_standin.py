@@ -481,8 +481,8 @@ def test_reduced_precision_gemms_round_their_operands(fake, compute, math_mode, 
     handle) multiplies A and B rounded to TF32, as tensor cores do, and sums in float32;
     PEDANTIC and plain COMPUTE_32F without the math mode multiply them as they are."""
     cupy, _ = fake
-    from cupy_backends.cuda.libs import cublas
     from _standin.cublas import round_to_bfloat16, round_to_tf32
+    from cupy_backends.cuda.libs import cublas
     rounding = {"tf32": round_to_tf32, "bf16": round_to_bfloat16, None: lambda a: a,
                 "fp16": lambda a: a.astype(np.float16).astype(np.float32)}[rounded]
     rng = np.random.default_rng(1)

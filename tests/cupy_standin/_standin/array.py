@@ -10,7 +10,6 @@ launch; a result that is a view of its input = 0; device->host reads = 1 d2h + 1
 import sys
 
 import numpy as np
-
 from _standin import memory, state
 from _standin.names import CLASSES, NAMES, check_keywords, hidden, restrict
 

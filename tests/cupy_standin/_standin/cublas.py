@@ -21,7 +21,6 @@ import itertools
 import operator
 
 import numpy as np
-
 from _standin import memory, state
 from _standin.array import extent
 from _standin.names import CONSTANTS

@@ -9,7 +9,6 @@ import math
 import sys
 
 import numpy as np
-
 from _standin import array as arrays, kernels, memory, state
 from _standin.array import PY_SCALARS, backing, call_numpy, ndarray, wrap
 from _standin.names import NAMES, check_keywords

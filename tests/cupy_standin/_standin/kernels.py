@@ -20,7 +20,6 @@ Twin calling conventions (twins are looked up by the kernel's base name in stand
 import re
 
 import numpy as np
-
 from _standin import signature, state
 from _standin.array import PY_SCALARS, backing, ndarray, operand, output, wrap
 from _standin.device import LIMITS, CUDADriverError

@@ -12,7 +12,6 @@ import os
 import weakref
 
 import numpy as np
-
 from _standin import state
 from _standin.names import hidden, restrict
 

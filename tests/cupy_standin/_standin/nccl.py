@@ -27,7 +27,6 @@ import os
 import socket
 
 import numpy as np
-
 from _standin import memory, state
 from _standin.cublas import _int
 from _standin.names import CONSTANTS, hidden, restrict

@@ -4,7 +4,6 @@ The streams differ from CuPy's (no XORWOW here); shapes, dtypes and argument che
 CuPy. Every draw is 1 launch and returns a device array (0-d when size is None, as in CuPy).
 """
 import numpy as np
-
 from _standin import array
 from _standin.array import call_numpy, ndarray, output
 from _standin.names import CLASSES, check_keywords, hidden, restrict

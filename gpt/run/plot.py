@@ -1,5 +1,5 @@
 """The loss curve as a small standalone SVG image (no plotting library needed)."""
-from .checkpoint import write_text
+from ..files.atomic import write_text
 
 W, H, PAD = 640, 360, 48
 

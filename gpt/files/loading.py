@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 from minigrad import Backend, DeviceError
 
+from ..config import GPTConfig
+from ..data.tokenizers import tokenizer_from_meta
+from ..errors import CheckpointError, DeviceChoiceError, HFFormatError, TokenizerChoiceError
+from ..model import GPT
 from .checkpoint import Checkpoint, load_latest
-from .config import GPTConfig
-from .errors import CheckpointError, DeviceChoiceError, HFFormatError, TokenizerChoiceError
-from .export import LOCAL_VOCAB_NAME, file_in_dir, load_hf_gpt2, read_hf_config, read_json_file
-from .model import GPT
-from .tokenizers import tokenizer_from_meta
+from .hf import LOCAL_VOCAB_NAME, file_in_dir, load_hf_gpt2, read_hf_config, read_json_file
 
 TOKENIZER_OPTIONS = ("tokenizer", "bpe_vocab", "bpe_merges")
 
@@ -45,7 +45,7 @@ class Loaded:
 
 
 def read_checkpoint(out_dir, moments=True) -> Checkpoint:
-    """out_dir's checkpoint (gpt.checkpoint.load_latest); CheckpointError when it is missing or
+    """out_dir's checkpoint (gpt.files.checkpoint.load_latest); CheckpointError when it is missing or
     unusable."""
     return load_latest(out_dir, moments)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from bpe import ByteTokenizer, GPT2Tokenizer, TokenizerFileError
 
-from .errors import TokenizerChoiceError
+from ..errors import TokenizerChoiceError
 
 
 def make_tokenizer(name, bpe_vocab=None, bpe_merges=None):

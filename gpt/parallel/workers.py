@@ -33,8 +33,8 @@ import numpy as np
 
 from bpe.corpus import available_cores
 
-from .errors import UserError
-from .model import GPT, buffer_size
+from ..errors import UserError
+from ..model import GPT, buffer_size
 
 
 class WorkerError(UserError):

@@ -53,8 +53,8 @@ import numpy as np
 
 from minigrad.cpu.attention import QUERY_BLOCK, query_blocks
 
-from .errors import UserError
-from .model import buffer_size
+from ..errors import UserError
+from ..model import buffer_size
 
 HASH_BYTES = 28           # bytes per element the dropout mask's hash holds at its peak
 GiB, MiB = 2**30, 2**20

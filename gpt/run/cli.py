@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from minigrad.backend import out_of_memory_message
 
-from .errors import UsageError, UserError
+from ..errors import UsageError, UserError
 
 __all__ = ["LineParser", "UsageError", "UserError", "keep_writing_if_closed", "number", "run_main"]
 

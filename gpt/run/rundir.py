@@ -20,10 +20,11 @@ import os
 import socket
 import time
 
-from .checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, remove_stale_temporaries, write_error
-from .errors import UserError
+from ..errors import UserError
+from ..files.atomic import remove_stale_temporaries, write_error
+from ..files.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME
+from ..files.untrusted import is_count, strict_json
 from .terminal import printable
-from .untrusted import is_count, strict_json
 
 try:
     import fcntl

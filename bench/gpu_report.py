@@ -14,7 +14,7 @@ Runs, checkpoints and the self-test's cache live in a temporary directory, delet
 
 Steps (budget in seconds):
   1 machine       (20)   the GPU, driver, CUDA, CuPy, NumPy, PyTorch, the commit
-  2 self-test     (60)   python -m minigrad.cuda.selftest, on a fresh cache
+  2 self-test     (90)   python -m minigrad.cuda.selftest on a fresh cache (its verdict serves the rest)
   3 GPU tests     (100)  the [gpu] variants of tests/test_cuda*.py, and the NVRTC compile tests
   4 resume        (45)   20 steps straight against 10 + --resume 10: parameters and moments bitwise
   5 default run   (45)   python train.py --device cuda, the loss falling
@@ -24,6 +24,7 @@ Steps (budget in seconds):
 """
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
+GRACE = 25             # seconds kept back from every step's budget: its SIGTERM, SIGKILL and the archive
+PACKAGES = ("numpy", "cupy", "torch", "regex", "tqdm", "threadpoolctl", "pytest", "hypothesis", "transformers",
+            "tiktoken", "mpi4py")
 # The lines of bench/train_step.py's output that go into the summary (the rest is in the details).
 BENCH_LINES = ("config:", "|", "ratio", "GPU TF32", "skipped", "largest batch")
 
@@ -49,6 +53,7 @@ class Report:
         os.makedirs(out, exist_ok=True)
         self.summary = open(os.path.join(out, "summary.txt"), "w")
         self.start = time.monotonic()
+        self.current = None                          # the command running now
         self.env = dict(os.environ, XDG_CACHE_HOME=os.path.join(self.work, "cache"), PYTHONUNBUFFERED="1",
                         PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.path.join(ROOT, "bench"),
                                                                os.environ.get("PYTHONPATH")) if p))
@@ -70,13 +75,16 @@ class Report:
         with open(path, "a") as f:
             f.write(f"$ {' '.join(command)}\n")
             f.flush()
-            proc = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=f, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = self.current = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=f, stderr=subprocess.STDOUT,
+                                                   stdin=subprocess.DEVNULL, start_new_session=True)
             try:
                 status = proc.wait(timeout=max(1.0, timeout))
             except subprocess.TimeoutExpired:
                 _stop_group(proc)
                 status = "timeout"
+            finally:
+                _kill_group(proc)                        # what it left running (workers) goes too
+                self.current = None
             f.write(f"[exit status: {status}]\n")
         with open(path, errors="replace") as f:
             output = f.read()
@@ -96,16 +104,23 @@ class Report:
 
 
 def _stop_group(proc):
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM to the command's process group (train.py then saves), SIGKILL 10 s later."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(proc)
+    proc.wait()
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _lines(output, prefixes):
@@ -135,6 +150,10 @@ def machine(r, timeout):
              "except ImportError: print('torch: not installed')")
     status, out = r.run("1_machine.txt", [PYTHON, "-c", probe], timeout / 2)
     r.write(*out.splitlines()[:-1])
+    probe = ("import importlib.util as u; print('packages:', ', '.join(f\"{m} {'yes' if u.find_spec(m) else 'MISSING'}\" "
+             f"for m in {PACKAGES!r}))")
+    _, out = r.run("1_machine.txt", [PYTHON, "-c", probe], timeout / 4)
+    r.write(*out.splitlines()[:-1])
     status, out = r.run("1_machine.txt", ["git", "log", "-1", "--format=commit %h %cd"], 5) if shutil.which("git") \
         else (None, "")
     r.write(*(out.splitlines()[:1] if status == 0 else ["commit: unknown (no git, or not a git checkout)"]))
@@ -148,11 +167,13 @@ def selftest(r, timeout):
 def gpu_tests(r, timeout):
     selection = (["tests/test_cuda.py", "-k", "gpu and equals_its_reference"] if r.smoke else
                  ["tests/test_cuda.py", "tests/test_cuda_cli.py", "tests/test_cuda_compile.py", "-k",
-                  "gpu or compile"])
-    status, out = r.run("3_gpu_tests.txt", [PYTHON, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                  "gpu or test_every_kernel_compiles or test_a_broken_kernel_fails_to_compile"])
+    status, out = r.run("3_gpu_tests.txt", [PYTHON, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider",
                                             *selection], timeout)
-    lines = out.splitlines()[:-1]
-    r.write(*[line for line in lines if line.startswith(("FAILED", "ERROR", "SKIPPED"))], *lines[-1:],
+    results = re.findall(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED)", out, re.M)   # as each test ends
+    counts = {word: sum(1 for _, w in results if w == word) for word in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
+    r.write(*[f"{word} {test}" for test, word in results if word != "PASSED"],
+            ", ".join(f"{n} {word.lower()}" for word, n in counts.items() if n) or "no test ran",
             *([_status(status).strip()] if status not in (0, 1) else []))
 
 
@@ -210,7 +231,7 @@ def largest_batch(r, timeout):
            "--runs", "2" if r.smoke else "5")
 
 
-STEPS = [("machine", 20, machine), ("self-test", 60, selftest), ("GPU tests", 100, gpu_tests),
+STEPS = [("machine", 20, machine), ("self-test", 90, selftest), ("GPU tests", 100, gpu_tests),
          ("resume", 45, resume), ("default run", 45, default_run), ("char model 6/6/384 vs PyTorch", 45, char_model),
          ("GPT-2 124M, T=1024, B=16 vs PyTorch", 75, gpt2), ("largest batch, each framework alone", 100, largest_batch)]
 
@@ -233,13 +254,19 @@ def main(argv=None):
     args = p.parse_args(argv)
     r = Report(args.out, args.budget, args.smoke)
     chosen = _chosen(args.steps)
+
+    def stopped(signum, frame):                      # the device session's own timeout, or Ctrl-C
+        if r.current is not None:
+            _kill_group(r.current)
+        raise SystemExit(f"stopped by {signal.Signals(signum).name}")
+    previous = {signum: signal.signal(signum, stopped) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     r.write(f"minigrad GPU report, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
             f"{' (smoke: tiny models)' if args.smoke else ''}; budget {args.budget:.0f} s")
     try:
         for number, (name, budget, step) in enumerate(STEPS, 1):
             if number not in chosen:
                 continue
-            timeout = min(budget, r.left())
+            timeout = min(budget, r.left() - GRACE)
             if timeout < 5:
                 r.write(f"== {number}. {name}: skipped, the report's budget is spent")
                 continue
@@ -249,6 +276,9 @@ def main(argv=None):
                 step(r, timeout)
             except Exception as e:                       # one step's failure never ends the report
                 r.write(f"step failed: {type(e).__name__}: {e}")
+            except SystemExit as e:
+                r.write(f"-- {number}. {name}: {e}")
+                raise
             r.write(f"-- {number}. {name}: {time.monotonic() - started:.1f} s "
                     f"(report at {time.monotonic() - r.start:.0f} s)")
             r.archive()
@@ -256,6 +286,8 @@ def main(argv=None):
         r.write(f"== done in {time.monotonic() - r.start:.0f} s: {os.path.join(args.out, 'summary.txt')}, "
                 "details.tar.gz")
         r.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

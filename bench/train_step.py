@@ -44,6 +44,7 @@ from gpt.config import PRESETS, GPTConfig
 from gpt.model import GPT
 from gpt.parallel.workers import CPUWorkers, model_buffers, usable_workers
 from minigrad import KERNELS, AdamW, Backend, kernels
+from minigrad.backend import is_out_of_memory
 
 
 def matmul_peak_gflops(n=2048, reps=7):
@@ -120,7 +121,12 @@ class OursStep:
         sync()
         return t1 - t0, None, time.perf_counter() - t1
 
+    def close(self):
+        self.workers.close()
+
     def device_peak_mib(self):
+        """What CuPy's pool holds: it keeps every block it ever allocated (until freed by
+        hand), so after the steps this is their peak, fragmentation included."""
         import cupy
         return cupy.get_default_memory_pool().total_bytes() / 2**20
 
@@ -164,6 +170,9 @@ class TorchStep:
         self._sync()
         return t1 - t0, t2 - t1, time.perf_counter() - t2
 
+    def close(self):
+        pass
+
     def device_peak_mib(self):
         return self.torch.cuda.max_memory_reserved() / 2**20
 
@@ -195,15 +204,11 @@ def make_runner(framework, cfg, batch_size, kind, device):
     return OursStep(cfg, batch_size, kind, device)
 
 
-def out_of_memory(error):
-    """Whether an exception is the device running out of memory (CuPy's, cuBLAS's or PyTorch's)."""
-    text = f"{type(error).__name__} {error}"
-    return any(s in text for s in ("OutOfMemoryError", "out of memory", "ALLOC_FAILED"))
-
-
-def free_device_memory(framework):
+def free_device_memory(framework, device):
     """Return every cached block of this framework's allocator to the device."""
     gc.collect()
+    if device != "cuda":
+        return
     if framework.startswith("pytorch"):
         import torch
         torch.cuda.empty_cache()
@@ -217,17 +222,22 @@ def try_batch(framework, cfg, batch_size, kind, device, runs):
     """Build the framework's step at batch_size and run a warm-up and `runs` steps ->
     {"fits": True, "times": [...], "peak_mib": ...} or {"fits": False} when it runs out of
     device memory; everything is freed again afterwards."""
-    free_device_memory(framework)
+    free_device_memory(framework, device)
+    runner = None
     try:
         runner = make_runner(framework, cfg, batch_size, kind, device)
         times = [runner.step() for _ in range(runs + 1)][1:]
-        reply = {"fits": True, "times": times, "peak_mib": runner.device_peak_mib()}
+        peak = runner.device_peak_mib() if device == "cuda" else peak_mib(runner)   # CPU: the process's peak RSS
+        reply = {"fits": True, "times": times, "peak_mib": peak}
     except Exception as e:                   # the traceback would keep the failed step's arrays alive
-        if not out_of_memory(e):
+        if not is_out_of_memory(e):
             raise
         reply = {"fits": False}
+    finally:
+        if runner is not None:
+            runner.close()
     runner = None
-    free_device_memory(framework)
+    free_device_memory(framework, device)
     return reply
 
 
@@ -326,41 +336,37 @@ def largest_batch(fits, start, cap):
     return good
 
 
-def print_table(cfg, device, peak, rows):
-    """rows: [(label, batch size, [(fwd, bwd or None, opt) per step], {"peak_mib", "step_mib"})]
-    -> {label: tokens/s}."""
-    f_model, f_head = flops_per_token(cfg)
+def print_header(cfg, device, peak, batch):
     print(f"config: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, vocab {cfg.vocab_size}, "
-          f"T={cfg.block_size}, B={'/'.join(str(b) for b in sorted({b for _, b, _, _ in rows}))}; {device}, {os.cpu_count()} cores; "
-          f"matmul peak {peak:.0f} GFLOP/s")
+          f"T={cfg.block_size}, B={batch}; {device}, {os.cpu_count()} cores; matmul peak {peak:.0f} GFLOP/s")
     header = "| framework | tokens/s | step s | fwd s | bwd s | opt s | MFU | MFU+head | peak MiB | step MiB |"
     print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    rates = {}
-    for label, batch_size, steps, mem in rows:
-        total = statistics.median(sum(x for x in t if x is not None) for t in steps)
-        fwd, bwd, opt = (statistics.median(t[i] for t in steps) if steps[0][i] is not None else None
-                         for i in range(3))
-        fwd_bwd = f"{fwd:.3f} | {bwd:.3f}" if bwd is not None else f"{fwd:.3f} (fwd+bwd) | -"
-        rates[label] = batch_size * cfg.block_size / total
-        print(f"| {label} | {rates[label]:,.0f} | {total:.3f} | {fwd_bwd} | {opt:.3f} | "
-              f"{f_model * rates[label] / (peak * 1e9):.2f} | {f_head * rates[label] / (peak * 1e9):.2f} | "
-              f"{mem['peak_mib']:,.0f} | {mem['step_mib']:,.0f} |")
-    return rates
+    print("|" + "---|" * (header.count("|") - 1), flush=True)
 
 
-def print_ratios(rates, ours, rivals, runs, what):
+def print_row(cfg, peak, label, batch_size, steps, mem):
+    """One framework's row from its steps' [(fwd, bwd or None, opt)] and its memory -> tokens/s."""
+    f_model, f_head = flops_per_token(cfg)
+    total = statistics.median(sum(x for x in t if x is not None) for t in steps)
+    fwd, bwd, opt = (statistics.median(t[i] for t in steps) if steps[0][i] is not None else None for i in range(3))
+    fwd_bwd = f"{fwd:.3f} | {bwd:.3f}" if bwd is not None else f"{fwd:.3f} (fwd+bwd) | -"
+    rate = batch_size * cfg.block_size / total
+    print(f"| {label} | {rate:,.0f} | {total:.3f} | {fwd_bwd} | {opt:.3f} | {f_model * rate / (peak * 1e9):.2f} | "
+          f"{f_head * rate / (peak * 1e9):.2f} | {mem['peak_mib']:,.0f} | {mem['step_mib']:,.0f} |", flush=True)
+    return rate
+
+
+def print_ratios(rates, rivals, what):
     for name in rivals:
-        if name in rates:
-            print(f"ratio {ours} / {name} tokens/s: {rates[ours] / rates[name]:.2f} ({what})")
+        if name in rates and "minigrad" in rates:
+            print(f"ratio minigrad / {name} tokens/s: {rates['minigrad'] / rates[name]:.2f} ({what})")
 
 
 def race(args, cfg, argv, rivals):
     """Every framework at --batch-size, one step each in turn."""
-    workers = [Worker("minigrad", argv)]
-    if workers[0].error:
-        raise SystemExit(f"error: minigrad cannot run: {workers[0].error}")
-    workers += start_workers(rivals, argv)
+    workers = start_workers(["minigrad", *rivals], argv)
+    if not workers or workers[0].name != "minigrad":
+        raise SystemExit("error: minigrad cannot run here")
     answer = workers[0].ask("peak")
     peak = answer["matmul_gflops"]
     if "measured_gflops" in answer:
@@ -375,42 +381,43 @@ def race(args, cfg, argv, rivals):
     if args.device == "cpu":
         peak = max(peak, workers[0].ask("peak")["matmul_gflops"])
     memory = {w.name: w.ask("quit") for w in workers}
-    rates = print_table(cfg, args.device, peak, [(w.name, args.batch_size, times[w.name], memory[w.name])
-                                                 for w in workers])
-    print_ratios(rates, "minigrad", rivals, args.runs, f"medians of {args.runs} interleaved steps each")
+    print_header(cfg, args.device, peak, args.batch_size)
+    rates = {w.name: print_row(cfg, peak, w.name, args.batch_size, times[w.name], memory[w.name]) for w in workers}
+    print_ratios(rates, rivals, f"medians of {args.runs} interleaved steps each")
 
 
 def largest_batches(args, cfg, argv, rivals):
-    """Each framework alone: its largest batch, then --runs steps at it."""
-    rows, peak = [], None
+    """Each framework alone (its own process, nothing else on the device): the largest batch
+    whose step fits, probed with one step each, then --runs steps at it; each row printed as
+    soon as it is measured, so a run cut short keeps what it found."""
+    rates, peak = {}, None
     for name in ["minigrad", *rivals]:
-        w = Worker(name, argv)
-        if w.error:
-            print(f"skipped {name}: {w.error}")
-            w.close()
-            continue
-        if peak is None:
-            peak = w.ask("peak")["matmul_gflops"] if args.device == "cuda" else matmul_peak_gflops(reps=4)
-        tried = {}
-        def fits(b):
-            tried[b] = w.ask(f"try {b} 1")
-            print(f"{name}: B={b} {'fits' if tried[b]['fits'] else 'does not fit (out of memory)'}", flush=True)
-            return tried[b]["fits"]
-        best = largest_batch(fits, args.batch_size, args.max_batch)
-        if best:
-            result = w.ask(f"try {best} {args.runs}")
-            if result["fits"]:
-                rows.append((f"{name} B={best}", best, result["times"], {"peak_mib": result["peak_mib"],
-                                                                         "step_mib": result["peak_mib"]}))
-        capped = " (the --max-batch cap)" if best == args.max_batch else ""
-        print(f"largest batch of {name} alone: {best or 'none fits'}{capped}", flush=True)
-        w.close()
-    if rows:
-        rates = print_table(cfg, args.device, peak, rows)
-        labels = {label.split()[0]: label for label, *_ in rows}
-        if "minigrad" in labels:
-            print_ratios({name: rates[label] for name, label in labels.items()}, "minigrad", rivals, args.runs,
-                         f"each at its largest batch, medians of {args.runs} steps")
+        for w in start_workers([name], argv):
+            try:
+                if peak is None:
+                    peak = w.ask("peak")["matmul_gflops"] if args.device == "cuda" else matmul_peak_gflops(reps=4)
+
+                def fits(b):
+                    fit = w.ask(f"try {b} 0")["fits"]
+                    print(f"{name}: B={b} {'fits' if fit else 'does not fit (out of memory)'}", flush=True)
+                    return fit
+                best = largest_batch(fits, args.batch_size, args.max_batch)
+                timed = w.ask(f"try {best} {args.runs}") if best else None
+            except RuntimeError as e:                        # its worker died: the next framework goes on
+                print(f"{name}: {e}", flush=True)
+                continue
+            finally:
+                w.close()
+            capped = " (the --max-batch cap)" if best == args.max_batch else ""
+            print(f"largest batch of {name} alone: {best or 'none fits'}{capped}", flush=True)
+            if timed and timed["fits"]:
+                if not rates:
+                    print_header(cfg, args.device, peak, "each framework's largest")
+                rates[name] = print_row(cfg, peak, f"{name} B={best}", best, timed["times"],
+                                        {"peak_mib": timed["peak_mib"], "step_mib": timed["peak_mib"]})
+            elif timed:
+                print(f"{name}: B={best} ran out of memory when timed; no row")
+    print_ratios(rates, rivals, f"each at its largest batch, medians of {args.runs} steps")
 
 
 def main():

@@ -11,7 +11,8 @@ from .crossentropy import cross_entropy_backward, cross_entropy_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward
-from .kernels import KERNELS, OP_NAMES, kernels
+from .kernels import KERNELS, kernels
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
+from .ops import OP_NAMES
 from .optim import AdamW, adamw_update, clip_grad_norm, lr_at

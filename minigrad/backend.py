@@ -75,6 +75,18 @@ def _gib(n):
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
+OUT_OF_MEMORY_WORDS = ("OutOfMemoryError", "ALLOC_FAILED", "out of memory", "CUDA_ERROR_OUT_OF_MEMORY",
+                       "cudaErrorMemoryAllocation")
+
+
+def is_out_of_memory(error):
+    """Whether an exception says that memory ran out: NumPy's or CuPy's MemoryError, a cuBLAS
+    allocation failure (CUBLAS_STATUS_ALLOC_FAILED), a CUDA runtime or driver out-of-memory
+    error, PyTorch's OutOfMemoryError."""
+    text = f"{type(error).__name__}: {error}"
+    return isinstance(error, MemoryError) or any(words in text for words in OUT_OF_MEMORY_WORDS)
+
+
 def out_of_memory_message(error):
     """One line for a MemoryError of NumPy or CuPy: what the failed allocation asked for
     and how much memory the device has."""

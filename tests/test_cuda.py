@@ -68,7 +68,7 @@ def test_the_tf32_check_sees_tf32_and_the_others_do_not(standin):
     from cupy_backends.cuda.libs import cublas
 
     from minigrad.cuda import cuda_ops, gemm, selftest
-    from minigrad.kernels import reference_ops
+    from minigrad.ops import reference_ops
     ops, reference = cuda_ops(), reference_ops()
     for check, (dtype, tf32, _) in selftest.CHECKS.items():
         for before in (True, False):
@@ -102,7 +102,6 @@ def _nan_dweight(layernorm_backward):
 def test_a_kernel_that_returns_nan_fails_the_self_test(standin, capsys, monkeypatch, tmp_path, case, op, broken):
     """NaN where the reference is finite is a failure, never an error of 0: a GELU that
     returns NaN everywhere, a LayerNorm backward that fills dweight with NaN."""
-    import minigrad.cuda
     from minigrad.cuda import cuda_ops, selftest
     ops = cuda_ops()
     ops[op] = broken(ops[op])
@@ -112,9 +111,7 @@ def test_a_kernel_that_returns_nan_fails_the_self_test(standin, capsys, monkeypa
         assert not ok and error == float("inf") and "non-finite" in message
     assert all(ok for (name, _), (_, ok, _) in rows.items() if name != case)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(minigrad.cuda, "cuda_ops", lambda: ops)
-    monkeypatch.setattr(selftest, "cuda_ops", lambda: ops)
-    assert op in selftest.failing_ops() and "non-finite" in capsys.readouterr().err
+    assert op in selftest.failing_ops(ops) and "non-finite" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("tf32", [True, False])
@@ -140,7 +137,7 @@ def test_the_verdict_is_cached_per_tf32_mode_versions_and_code(standin, tmp_path
     import shutil
 
     from minigrad.cuda import selftest
-    on, off = selftest._device_key(True), selftest._device_key(False)
+    on, off = selftest.cache_key(True), selftest.cache_key(False)
     assert on != off and "tf32 on" in on and "tf32 off" in off
     assert all(part in on for part in ("cuda runtime 12090", "driver 12090", "cublas 120900", selftest.code_hash()))
     same, changed = tmp_path / "same", tmp_path / "changed"

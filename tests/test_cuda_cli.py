@@ -28,12 +28,19 @@ def _real_gpu():
     return _probe_cuda()[0]
 
 
+@pytest.fixture(scope="module")
+def selftest_cache(tmp_path_factory):
+    """One self-test cache for this module's runs: each device (the stand-in, the GPU) is
+    checked once, by the first run that uses it."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(params=["standin", "gpu"])
-def cuda(request, tmp_path_factory):
+def cuda(request, selftest_cache):
     """Runs a script with --device cuda: under the stand-in, or on this machine's GPU."""
     if request.param == "gpu" and not _real_gpu():
         pytest.skip("no CUDA GPU here; the stand-in runs the same commands")
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path_factory.mktemp("cache")))
+    env = dict(os.environ, XDG_CACHE_HOME=selftest_cache)
     if request.param == "standin":
         env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), env.get("PYTHONPATH", "")])
     def run_cuda(script, *args):

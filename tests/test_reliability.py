@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 
@@ -489,6 +490,8 @@ def _kill_at(out, args, moment):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args, "--out-dir", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env, text=True)
+    stuck = threading.Timer(300, proc.kill)                  # a run that hangs fails the trial, never the suite
+    stuck.start()
     try:
         if moment[0] == "step":
             _, n, delay = moment
@@ -504,6 +507,7 @@ def _kill_at(out, args, moment):
         finished = proc.poll() is not None
         proc.kill()
     finally:
+        stuck.cancel()
         proc.wait()
         proc.stdout.close()
     return not finished

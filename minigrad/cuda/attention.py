@@ -13,7 +13,7 @@ import math
 
 import cupy
 
-from .elementwise import dropout_args
+from .dropout import dropout_args
 from .gemm import gemm
 from .linear import linear_backward, linear_forward
 from .module import i32, i64, launch, launch_elementwise, real

@@ -13,9 +13,9 @@ from .gemm import gemm
 from .module import i32, i64, launch_elementwise
 
 
-@functools.cache
+@functools.lru_cache(maxsize=8)
 def _ones(n, dtype):
-    """(n,) ones on the device, made once per size (column sums as a product)."""
+    """(n,) ones on the device, kept for the few sizes a run uses (column sums as a product)."""
     return cupy.ones(n, dtype=dtype)
 
 

@@ -9,11 +9,12 @@ reference tensor's largest magnitude. Three checks:
     float32          TF32 off, 1e-4: the same arithmetic up to the order of sums
     float32 + TF32   (cases with matrix products, when the run uses TF32) TF32_TOLERANCE
 
-Any non-finite value where the reference's is finite (or the reverse) fails a check.
-fast_ops() calls failing_ops() once per process and caches the verdict on disk, keyed by
+Any non-finite value fails a check (every case's reference is finite).
+fast_ops() calls failing_ops(ops) once per process and caches the verdict on disk, keyed by
 the GPU, the CUDA, cuBLAS and CuPy versions, the TF32 mode and a hash of minigrad's own code
 (kernels, launchers, references, this file), so that a broken or uncompilable kernel costs
-one warning, not a run, and a fixed one is tested again.
+one warning, not a run, and a fixed one is tested again. A check that ran out of device
+memory says nothing of the kernels, and is not cached.
 """
 import argparse
 import functools
@@ -28,8 +29,9 @@ from types import SimpleNamespace
 import cupy
 import numpy as np
 
-from ..kernels import reference_ops
-from . import cuda_ops, gemm
+from ..backend import is_out_of_memory
+from ..ops import collect, reference_ops
+from . import gemm
 
 # TF32 keeps 10 of float32's 23 mantissa bits, so each operand of a product is off by up to
 # one TF32 ulp, 2^-10 of its value (half that when rounded to nearest; a full ulp covers
@@ -40,6 +42,10 @@ from . import cuda_ops, gemm
 # wrong kernel misses it by orders of magnitude.
 TF32_ULP = 2.0 ** -10
 TF32_TOLERANCE = 16 * TF32_ULP
+# float32 with TF32 off differs from the reference only by the order of its sums and by fused
+# multiply-adds: a few float32 ulps (2^-23 = 1.2e-7) of a sum's magnitude, times the depth of
+# the chain (measured worst under the stand-in: 5.4e-7); 1e-4 leaves room for other summation
+# trees (cuBLAS's split-K) and stays far below any wrong kernel's error.
 # check name -> (dtype, TF32 products, tolerance)
 CHECKS = {"float64": (np.float64, False, 1e-9), "float32": (np.float32, False, 1e-4),
           "float32+tf32": (np.float32, True, TF32_TOLERANCE)}
@@ -147,20 +153,22 @@ CASES = {
 
 
 TF32_CASES = (case_linear, case_attention)            # the cases whose ops run matrix products
+OUT_OF_MEMORY = "the GPU ran out of memory"            # says nothing of the kernels: not cached
 
 
 def compare(ours, ref):
     """(max |ours - ref| over max |ref|, '') for one output, or (inf, why) when the shapes
-    differ or the non-finite values do not match."""
+    differ or either holds a non-finite value (every case's reference is finite)."""
     a, b = cupy.asnumpy(ours).astype(np.float64), cupy.asnumpy(ref).astype(np.float64)
     if a.shape != b.shape:
         return math.inf, f"shape {a.shape} != {b.shape}"
-    finite = np.isfinite(b)
-    if not np.array_equal(np.isfinite(a), finite) or not np.array_equal(a[~finite], b[~finite], equal_nan=True):
-        wrong = int(np.count_nonzero(np.isfinite(a) != finite))
-        return math.inf, f"{wrong or 'some'} non-finite values where the reference's differ"
-    scale = float(np.abs(b[finite]).max(initial=0.0)) or 1.0
-    return float(np.abs(a[finite] - b[finite]).max(initial=0.0)) / scale, ""
+    if not np.isfinite(b).all():
+        return math.inf, "the reference itself is not finite"
+    wrong = int(np.count_nonzero(~np.isfinite(a)))
+    if wrong:
+        return math.inf, f"{wrong} non-finite values where the reference's are finite"
+    scale = float(np.abs(b).max(initial=0.0)) or 1.0
+    return float(np.abs(a - b).max(initial=0.0)) / scale, ""
 
 
 def run_case(case, fast, reference, dtype, tf32=False):
@@ -181,14 +189,16 @@ def run_case(case, fast, reference, dtype, tf32=False):
             worst = max(worst, error)
         return worst, ""
     except Exception as e:                                   # a compile error, a launch failure
-        return math.inf, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return math.inf, f"{OUT_OF_MEMORY} ({what})" if is_out_of_memory(e) else what
     finally:
         gemm.ALLOW_TF32 = previous
 
 
-def results(fast, tf32=True):
+def results(fast, tf32=True, report=None):
     """[(case name, check name, max error, tolerance, ok, message)] for every case and check;
-    the TF32 check only for the cases with products, and only if `tf32`."""
+    the TF32 check only for the cases with products, and only if `tf32`. report(row) is
+    called as each row is known."""
     reference = reference_ops()
     rows = []
     for case in CASES:
@@ -197,12 +207,9 @@ def results(fast, tf32=True):
                 continue
             error, message = run_case(case, fast, reference, dtype, with_tf32)
             rows.append((case.__name__[5:], check, error, tolerance, error <= tolerance, message))
+            if report:
+                report(rows[-1])
     return rows
-
-
-def _cache_path():
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "minigrad", "cuda_selftest.json")
 
 
 MINIGRAD = pathlib.Path(__file__).resolve().parents[1]
@@ -219,52 +226,72 @@ def code_hash(root=MINIGRAD):
     return digest.hexdigest()[:16]
 
 
-def _device_key(tf32):
+def cache_key(tf32):
     """What a verdict depends on: the GPU, the CUDA runtime, driver and cuBLAS versions, CuPy,
     the TF32 mode and minigrad's code."""
     runtime = cupy.cuda.runtime
     props = runtime.getDeviceProperties(cupy.cuda.Device().id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    from cupy_backends.cuda.libs import cublas
-    cublas_version = cublas.getVersion(cupy.cuda.device.get_cublas_handle())
+    try:
+        from cupy_backends.cuda.libs import cublas
+        cublas_version = cublas.getVersion(cupy.cuda.device.get_cublas_handle())
+    except Exception:                        # no handle (a full GPU): the cases will say why
+        cublas_version = "unknown"
     return (f"{name}|sm{props['major']}{props['minor']}|cuda runtime {runtime.runtimeGetVersion()} driver "
             f"{runtime.driverGetVersion()} cublas {cublas_version}|cupy {cupy.__version__}|"
             f"tf32 {'on' if tf32 else 'off'}|{code_hash()}")
 
 
-_FAILING = {}                                                # per TF32 mode, once per process
+def _cache_path():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "minigrad", "cuda_selftest.json")
 
 
-def _store(path, cached):
-    """Write the verdicts atomically; without a writable cache the checks run again next time."""
+def _read_cache(path):
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return cached if isinstance(cached, dict) else {}
+
+
+def _failures(rows):
+    """The failed rows as the cache keeps them: [(case name, check name, why)]."""
+    return [(name, check, message or f"max error {error:.1e} > {tolerance:.1e}")
+            for name, check, error, tolerance, ok, message in rows if not ok]
+
+
+def store(rows, tf32):
+    """Cache these rows' verdict for this device, versions, TF32 mode and code, unless a check
+    ran out of memory; without a writable cache the checks run again next time."""
+    failed = _failures(rows)
+    if any(why.startswith(OUT_OF_MEMORY) for _, _, why in failed):
+        return
+    path = _cache_path()
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".tmp", "w") as f:
-            json.dump(cached, f)
+            json.dump({**_read_cache(path), cache_key(tf32): failed}, f)
         os.replace(path + ".tmp", path)
     except OSError:
         pass
 
 
-def failing_ops(tf32=True):
-    """The op names whose case fails a check on this device (checked once per process and
-    TF32 mode, and cached on disk, see _device_key); prints one warning line per failure."""
+_FAILING = {}                                                # per TF32 mode, once per process
+
+
+def failing_ops(ops, tf32=True):
+    """The names of `ops` whose case fails a check on this device, checked once per process and
+    TF32 mode and cached on disk (cache_key); one warning line per failed check."""
     if tf32 in _FAILING:
         return _FAILING[tf32]
-    path, key = _cache_path(), _device_key(tf32)
-    try:
-        with open(path) as f:
-            cached = json.load(f)
-    except (OSError, ValueError):
-        cached = {}
-    if isinstance(cached, dict) and isinstance(cached.get(key), list):
-        failed = cached[key]
-    else:
-        failed = [(name, check, message or f"max error {error:.1e} > {tolerance:.0e}")
-                  for name, check, error, tolerance, ok, message in results(cuda_ops(), tf32) if not ok]
-        if not any("OutOfMemoryError" in why for _, _, why in failed):     # a full GPU: test again next time
-            _store(path, {**(cached if isinstance(cached, dict) else {}), key: failed})
-    names = {case.__name__[5:]: ops for case, ops in CASES.items()}
+    failed = _read_cache(_cache_path()).get(cache_key(tf32))
+    if not isinstance(failed, list):
+        rows = results(ops, tf32)
+        store(rows, tf32)
+        failed = _failures(rows)
+    names = {case.__name__[5:]: case_ops for case, case_ops in CASES.items()}
     _FAILING[tf32] = sorted({op for name, _, _ in failed for op in names.get(name, ())})
     for name, check, why in failed:
         print(f"warning: minigrad.cuda: the {name} kernels fail their self-test on this GPU ({check}: {why}); "
@@ -273,6 +300,8 @@ def failing_ops(tf32=True):
 
 
 def main(argv=None):
+    """Print every check as it finishes, then store the verdict (the next run's first use of
+    the GPU then skips the checks)."""
     from ..backend import _probe_cuda
     p = argparse.ArgumentParser(prog="python -m minigrad.cuda.selftest", description=__doc__.split("\n\n")[0])
     p.add_argument("--no-tf32", action="store_true", help="leave out the float32 + TF32 check")
@@ -281,11 +310,16 @@ def main(argv=None):
     if not usable:
         print(f"error: the CUDA self-test needs a GPU: {why}", file=sys.stderr)
         return 2
-    print(f"minigrad CUDA self-test on {_device_key(not args.no_tf32)}")
-    print(f"{'case':<16}{'check':<14}{'max error':>12}{'tolerance':>12}  result")
-    rows = results(cuda_ops(), tf32=not args.no_tf32)
-    for name, check, error, tolerance, ok, message in rows:
-        print(f"{name:<16}{check:<14}{error:>12.2e}{tolerance:>12.1e}  {'ok' if ok else 'FAIL ' + message}")
+    tf32 = not args.no_tf32
+    print(f"minigrad CUDA self-test on {cache_key(tf32)}", flush=True)
+    print(f"{'case':<16}{'check':<14}{'max error':>12}{'tolerance':>12}  result", flush=True)
+
+    def report(row):
+        name, check, error, tolerance, ok, message = row
+        print(f"{name:<16}{check:<14}{error:>12.2e}{tolerance:>12.1e}  {'ok' if ok else 'FAIL ' + message}",
+              flush=True)
+    rows = results(collect(__package__), tf32, report)         # this package's ops, as fast_ops()'s
+    store(rows, tf32)
     failed = sum(not row[4] for row in rows)
     print(f"{len(rows) - failed} of {len(rows)} passed")
     return 1 if failed else 0

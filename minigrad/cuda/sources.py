@@ -5,7 +5,6 @@ The .cu files are concatenated in SOURCES order (common.cuh first). Kernels decl
 imports no CuPy, so tests can compile the source with NVRTC on machines without a GPU.
 """
 import functools
-import hashlib
 import pathlib
 import re
 
@@ -19,11 +18,6 @@ OPTIONS = ("-std=c++17",)
 def source():
     """The whole CUDA source, as compiled."""
     return "\n".join((SOURCE_DIR / name).read_text() for name in SOURCES)
-
-
-@functools.cache
-def source_hash():
-    return hashlib.sha256(source().encode()).hexdigest()[:16]
 
 
 @functools.cache

@@ -1,27 +1,11 @@
-"""GELU and dropout kernels: the reference's signatures (minigrad/gelu.py, minigrad/dropout.py).
-
-GELU's backward recomputes tanh from x, as the reference does. Dropout never stores a
-mask: its cache is the site's (p, seed), and backward recomputes the same hash.
+"""Dropout on the GPU: the reference's signatures (minigrad/dropout.py), kernels in
+src/elementwise.cu. No mask is stored: the cache is the site's (p, seed) and the place of the
+tensor's first element in the batch, and backward recomputes the same hash.
 """
 import cupy
 
 from ..dropout import GOLDEN, M32, keep_threshold, mix32
 from .module import i64, launch_elementwise, real, u32
-
-
-def gelu_forward(x, keep_grad=True):
-    """x (...) -> out (...)."""
-    out = cupy.empty(x.shape, dtype=x.dtype)
-    launch_elementwise("gelu_forward", x.dtype, x.size, x, out, i64(x.size))
-    return out, (x if keep_grad else None)
-
-
-def gelu_backward(dout, cache):
-    """dout (...) -> dx (...) = dout * gelu'(x)."""
-    x = cache
-    dx = cupy.empty(dout.shape, dtype=dout.dtype)
-    launch_elementwise("gelu_backward", dout.dtype, dout.size, dout, x, dx, i64(dout.size))
-    return dx
 
 
 def dropout_args(p, seed, dtype, first=0):

@@ -53,11 +53,7 @@ def test_a_step_past_its_budget_is_stopped_with_its_children(tmp_path):
     started = time.monotonic()
     status, output = r.run("slow.txt", ["sh", "-c", script], timeout=3)
     assert status == "timeout" and "started" in output and time.monotonic() - started < 30
-    child = int(pid_file.read_text())
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(child):
-        time.sleep(0.05)
-    assert not _alive(child)
+    assert _ends(int(pid_file.read_text()))
     r.close()
 
 
@@ -65,13 +61,16 @@ def test_what_a_finished_command_leaves_running_is_stopped(tmp_path):
     r = gpu_report.Report(str(tmp_path / "out"), budget=60, smoke=True)
     pid_file = tmp_path / "child.pid"
     status, _ = r.run("quick.txt", ["sh", "-c", f"sleep 60 & echo $! > {pid_file}"], timeout=30)
-    assert status == 0
-    child = int(pid_file.read_text())
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(child):
-        time.sleep(0.05)
-    assert not _alive(child)
+    assert status == 0 and _ends(int(pid_file.read_text()))
     r.close()
+
+
+def _ends(pid, within=10):
+    """Whether process `pid` is gone (or a zombie) within `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    return not _alive(pid)
 
 
 def _alive(pid):

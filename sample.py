@@ -15,8 +15,9 @@ from gpt.data.tokenizers import encode_prompt
 from gpt.files.loading import load_model, open_backend
 from gpt.generate import generate
 from gpt.run.cli import LineParser, number, run_main
+from gpt.run.options import add_device_flags
 from gpt.run.terminal import TerminalWriter
-from minigrad import KERNELS, kernels
+from minigrad import kernels
 
 DEFAULTS = dict(out_dir="out", init_from=None, prompt="", max_new_tokens=256, temperature=0.8, top_k=None,
                 top_p=None, seed=0, num_samples=1, device="auto", kernels="fast", tf32=True, interactive=False,
@@ -43,11 +44,7 @@ def build_parser():
                    help=f"random seed; sample i uses seed + i (default: {d['seed']})")
     p.add_argument("--num-samples", type=number(int, lambda v: v >= 1, ">= 1"),
                    help=f"how many samples to draw (default: {d['num_samples']})")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"auto uses CUDA when CuPy finds a GPU (default: {d['device']})")
-    p.add_argument("--kernels", choices=KERNELS, help="fast: the optimized layer implementations; reference: the plain "
-                   f"ones, to step through in a debugger (default: {d['kernels']})")
-    p.add_argument("--no-tf32", dest="tf32", action="store_false",
-                   help="CUDA: float32 matrix products in full float32, not on TF32 tensor cores")
+    add_device_flags(p, d)
     p.add_argument("--interactive", action="store_true",
                    help="prompt loop: type a prompt, watch the continuation; an empty line or Ctrl-D exits, "
                         "Ctrl-C stops the current generation")

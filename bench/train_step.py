@@ -42,7 +42,7 @@ import numpy as np
 
 from gpt.config import PRESETS, GPTConfig
 from gpt.model import GPT
-from gpt.parallel.workers import CPUWorkers, model_buffers, usable_workers
+from gpt.parallel.workers import DataParallel, model_buffers, usable_workers
 from minigrad import KERNELS, AdamW, Backend, kernels
 from minigrad.backend import is_out_of_memory
 
@@ -101,7 +101,7 @@ class OursStep:
         n_workers = usable_workers(backend)
         ops = kernels(backend.name, kind, threads=n_workers)
         self.model = GPT(cfg, backend, seed=seed, ops=ops, **model_buffers(cfg, backend, n_workers))
-        self.workers = CPUWorkers(self.model, n_workers)
+        self.workers = DataParallel(self.model, n_workers)
         self.opt = AdamW(self.model.params, self.model.grads, self.model.decay_mask(), ops=ops)
         rng = np.random.default_rng(seed)
         self.x = rng.integers(0, cfg.vocab_size, (batch_size, cfg.block_size))

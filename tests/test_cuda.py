@@ -184,10 +184,10 @@ def test_cuda_model_equals_the_cpu_model(device, dropout, kind):
 
 def step_counts(standin, config, B, dropout_seed=1):
     """(launches of forward + backward, syncs, host->device copies) of one micro-step after
-    a warm-up step, as the trainer runs it (gpt.parallel.workers.CPUWorkers on one device)."""
-    from gpt.parallel.workers import CPUWorkers
+    a warm-up step, as the trainer runs it (gpt.parallel.workers.DataParallel on one device)."""
+    from gpt.parallel.workers import DataParallel
     model = cuda_model(config, dtype="float32")
-    workers = CPUWorkers(model, 1)
+    workers = DataParallel(model, 1)
     x, y = batch(config, B)
     workers.forward_backward(x, y, dropout_seed=dropout_seed)
     with standin.counting() as counts:

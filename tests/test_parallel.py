@@ -10,7 +10,7 @@ import pytest
 
 from gpt.config import GPTConfig
 from gpt.model import GPT
-from gpt.parallel.workers import CPUWorkers, WorkerError, model_buffers
+from gpt.parallel.workers import DataParallel, WorkerError, model_buffers
 from minigrad import AdamW, Backend
 
 CFG = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=50)
@@ -40,7 +40,7 @@ def test_workers_equal_one_pass_over_the_batch(dtype, rtol, B, workers):
     x, y = batch(B)
     ref_loss, ref_grads = reference(dtype, x, y)
     model = shared_model(dtype, workers)
-    loss = CPUWorkers(model, workers, min_tokens=1).forward_backward(x, y)
+    loss = DataParallel(model, workers, min_tokens=1).forward_backward(x, y)
     assert model.grads.dtype == np.dtype(dtype)
     assert abs(loss - ref_loss) <= rtol * abs(ref_loss)
     scale = np.abs(ref_grads).max()
@@ -57,7 +57,7 @@ def test_dropout_masks_do_not_depend_on_how_the_batch_is_split():
     whole.backward()
     backend = Backend("cpu", "float64")
     model = GPT(config, backend, seed=1, **model_buffers(config, backend, 3))
-    loss = CPUWorkers(model, 3, min_tokens=1).forward_backward(x, y, dropout_seed=77)
+    loss = DataParallel(model, 3, min_tokens=1).forward_backward(x, y, dropout_seed=77)
     assert abs(loss - ref_loss) <= 1e-12 * abs(ref_loss)
     assert np.abs(model.grads - whole.grads).max() <= 1e-12 * np.abs(whole.grads).max()
     other_seed = GPT(config, Backend("cpu", "float64"), seed=1)
@@ -73,7 +73,7 @@ def test_gradients_accumulate_across_calls():
     x, y = batch(4)
     _, ref_grads = reference("float64", x, y)
     model = shared_model("float64", 2)
-    parallel = CPUWorkers(model, 2, min_tokens=1)
+    parallel = DataParallel(model, 2, min_tokens=1)
     parallel.forward_backward(x, y, dloss=0.5)
     parallel.forward_backward(x, y, dloss=0.5)           # two half micro-batches = one batch
     assert np.allclose(model.grads, ref_grads, rtol=0, atol=1e-12 * np.abs(ref_grads).max())
@@ -82,7 +82,7 @@ def test_gradients_accumulate_across_calls():
 def test_loss_only_matches_forward():
     x, y = batch(4)
     model = shared_model("float64", 2)
-    assert abs(CPUWorkers(model, 2, min_tokens=1).loss(x, y) - model.forward(x, y)[1]) < 1e-12
+    assert abs(DataParallel(model, 2, min_tokens=1).loss(x, y) - model.forward(x, y)[1]) < 1e-12
     assert not model.grads.any()
 
 
@@ -91,15 +91,15 @@ def test_errstate_of_the_caller_applies_in_workers():
     model = shared_model("float32", 2)
     model.params[...] = 1e30                             # overflows everywhere
     with np.errstate(all="raise"), pytest.raises(FloatingPointError):
-        CPUWorkers(model, 2, min_tokens=1).loss(x, y)
+        DataParallel(model, 2, min_tokens=1).loss(x, y)
 
 
 def test_small_batches_run_as_one_shard():
     model = shared_model("float64", 2)
-    parallel = CPUWorkers(model, 2, min_tokens=32)
+    parallel = DataParallel(model, 2, min_tokens=32)
     assert len(parallel._shards(3, 8)) == 1 and not parallel.processes    # 24 tokens: one shard, no workers
     assert len(parallel._shards(8, 8)) == 2 and len(parallel.processes) == 1   # 64 tokens: two
-    assert CPUWorkers(model, 2).min_tokens == 2 * CFG.n_embd                 # the default
+    assert DataParallel(model, 2).min_tokens == 2 * CFG.n_embd                 # the default
     parallel.close()
 
 
@@ -108,7 +108,7 @@ def test_workers_see_parameter_updates():
     changes what the worker processes compute."""
     x, y = batch(4)
     model = shared_model("float64", 2)
-    parallel = CPUWorkers(model, 2, min_tokens=1)
+    parallel = DataParallel(model, 2, min_tokens=1)
     parallel.forward_backward(x, y)
     model.params *= 1.5
     model.zero_grad()
@@ -127,7 +127,7 @@ def test_an_error_in_a_worker_is_raised_here_and_the_workers_go_on():
     type comes back, and the next batch still works (requests and replies stay paired)."""
     x, y = batch(4)
     model = shared_model("float64", 2)
-    parallel = CPUWorkers(model, 2, min_tokens=1)
+    parallel = DataParallel(model, 2, min_tokens=1)
     bad = x.copy()
     bad[3, 0] = 10 ** 6                                  # in rows 2..3, the worker's shard
     with pytest.raises(IndexError):
@@ -140,11 +140,11 @@ def test_worker_processes_end_with_the_program():
     """The workers end on close(), and when the main process exits, even by SIGKILL."""
     code = (
         "import os, signal, sys, numpy as np\n"
-        "from gpt.config import GPTConfig\nfrom gpt.model import GPT\nfrom gpt.parallel.workers import CPUWorkers, model_buffers\n"
+        "from gpt.config import GPTConfig\nfrom gpt.model import GPT\nfrom gpt.parallel.workers import DataParallel, model_buffers\n"
         "from minigrad import Backend\n"
         "cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=50)\n"
         "backend = Backend('cpu', 'float64')\n"
-        "p = CPUWorkers(GPT(cfg, backend, **model_buffers(cfg, backend, 3)), 3, min_tokens=1)\n"
+        "p = DataParallel(GPT(cfg, backend, **model_buffers(cfg, backend, 3)), 3, min_tokens=1)\n"
         "x = np.zeros((4, 8), dtype=np.int64)\n"
         "p.loss(x, x)\n"
         "print(' '.join(str(w.pid) for w in p.processes), flush=True)\n"
@@ -158,7 +158,7 @@ def test_worker_processes_end_with_the_program():
     assert not any(_alive(pid) for pid in pids)
 
     model = shared_model("float64", 2)
-    parallel = CPUWorkers(model, 2, min_tokens=1)
+    parallel = DataParallel(model, 2, min_tokens=1)
     parallel.loss(*batch(4))
     (worker,) = parallel.processes
     parallel.close()
@@ -178,7 +178,7 @@ def test_a_dead_worker_is_one_clear_error():
     """A worker killed mid-run (as the out-of-memory killer would) gives a WorkerError naming
     the signal, not a hang or an EOFError."""
     model = shared_model("float64", 2)
-    parallel = CPUWorkers(model, 2, min_tokens=1)
+    parallel = DataParallel(model, 2, min_tokens=1)
     x, y = batch(4)
     parallel.loss(x, y)
     os.kill(parallel.processes[0].pid, signal.SIGKILL)
@@ -195,8 +195,8 @@ def test_workers_need_a_model_on_shared_buffers():
     construction, not wrong gradients later; one worker needs no shared memory."""
     model = GPT(CFG, Backend("cpu", "float64"), seed=1)
     with pytest.raises(ValueError, match="model_buffers"):
-        CPUWorkers(model, 2)
-    assert CPUWorkers(model, 1).n_workers == 1
+        DataParallel(model, 2)
+    assert DataParallel(model, 1).n_workers == 1
 
 
 @pytest.mark.parametrize("optimizer_first", [True, False])
@@ -206,7 +206,7 @@ def test_the_optimizer_can_be_built_before_or_after_the_workers(optimizer_first)
     x, y = batch(4)
     model = shared_model("float64")
     optimizer = AdamW(model.params, model.grads, model.decay_mask()) if optimizer_first else None
-    workers = CPUWorkers(model, 2, min_tokens=1)
+    workers = DataParallel(model, 2, min_tokens=1)
     optimizer = optimizer or AdamW(model.params, model.grads, model.decay_mask())
     reference_model = GPT(CFG, Backend("cpu", "float64"), seed=1)
     reference_optimizer = AdamW(reference_model.params, reference_model.grads, reference_model.decay_mask())

@@ -22,7 +22,8 @@ import train
 from gpt.config import GPTConfig
 from gpt.errors import CheckpointError
 from gpt.files import checkpoint as ckpt
-from gpt.files.atomic import WriteError, remove_stale_temporaries, write_text
+from gpt.files.atomic import WriteError, write_text
+from gpt.run.files import remove_stale_temporaries
 from gpt.files.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, load_latest, save_checkpoint
 from gpt.model import GPT
 from minigrad import Backend
@@ -591,18 +592,16 @@ def test_a_broken_loss_curve_json_never_blocks_resume(tmp_path):
     assert [r["step"] for r in curve] == [1, 2, 3, 4, 5]
 
 
-def test_a_format_1_checkpoint_with_a_broken_curve_resumes_with_a_warning(tmp_path, capsys):
-    """Checkpoints written before the curve moved inside them: loss_curve.json is read, and a
-    broken one is a warning."""
+def test_a_checkpoint_of_another_format_is_refused_without_calling_it_corrupt(tmp_path):
+    """A format-1 checkpoint (no format field, no digests, no curve inside) is one line naming
+    its format, and never advice to delete it."""
     out = tmp_path / "run"
     assert train.main(FAST + ["--max-steps", "3", "--out-dir", str(out)]) == 0
     loaded = load_checkpoint(str(out / CHECKPOINT_NAME))
     rewrite(out / CHECKPOINT_NAME, loaded.arrays, {k: v for k, v in loaded.meta.items() if k not in ("format", "sha256")})
-    (out / "loss_curve.json").write_text("[1, 2")
-    capsys.readouterr()
-    assert train.main(["--resume", "--max-steps", "5", "--out-dir", str(out)]) == 0
-    assert "is unreadable; the loss curve restarts at step 3" in capsys.readouterr().err
-    assert [r["step"] for r in load_checkpoint(str(out / CHECKPOINT_NAME)).history] == [4, 5]
+    result = run_cli("--resume", "--max-steps", "5", "--out-dir", out)
+    assert_clean_error(result, "is of format 1", "reads format 2")
+    assert "delete" not in result.stderr and "corrupt" not in result.stderr
 
 
 @pytest.mark.parametrize("tool", ["resume", "sample", "export"])

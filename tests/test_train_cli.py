@@ -73,7 +73,7 @@ def _interrupting_step(stop_at):
     def step(self):
         result = original(self)
         if self.step + 1 == stop_at:
-            self.stop_signal = signal.SIGINT
+            self.stop.signum = signal.SIGINT
         return result
     return step
 

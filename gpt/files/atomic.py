@@ -4,22 +4,16 @@ Every write goes to a temporary file with a unique name in the same directory, f
 disk, then renamed over the old file (and the directory flushed, so the rename survives a
 power cut). A crash mid-write leaves the previous file intact, and an OSError (full disk,
 read-only file system, permissions) removes the temporary file and becomes one WriteError
-line. remove_stale_temporaries clears what a killed run left behind. This module knows
-nothing of what the files hold.
+line. This module knows nothing of what the files hold
+(gpt.run.files removes what a killed run left behind).
 """
 import errno
 import json
 import os
-import re
 import tempfile
 from contextlib import contextmanager
 
 from ..errors import UserError
-
-# A temporary file of `replacing`: ".<name>.<8 random characters>.tmp" (tempfile.mkstemp), or
-# "<name>.tmp" of one of the run's files, as versions before unique names wrote them.
-RUN_FILE = r"(ckpt\.npz|ckpt\.prev\.npz|loss_curve\.json|loss_curve\.svg|config\.json|.+-[0-9a-f]{8}-.+\.(bin|json))"
-TEMPORARY = re.compile(rf"(\.{RUN_FILE}\.[a-z0-9_]{{8}}|{RUN_FILE})\.tmp")
 
 
 class WriteError(UserError):
@@ -110,22 +104,3 @@ def write_text(path, text):
 def write_json(path, obj):
     """Write `obj` as indented JSON to `path` atomically."""
     write_text(path, json.dumps(obj, indent=1))
-
-
-def remove_stale_temporaries(directory):
-    """Remove the temporary files that runs killed mid-write left in `directory` -> how many.
-    Only call it while holding the directory (gpt.run.rundir): another run's are not stale."""
-    removed = 0
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return 0
-    for name in names:
-        path = os.path.join(directory, name)
-        if TEMPORARY.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
-            try:
-                os.remove(path)
-                removed += 1
-            except OSError:
-                pass
-    return removed

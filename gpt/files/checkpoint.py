@@ -45,7 +45,7 @@ from .untrusted import MAX_SIZE, is_clean_text, is_count, short_repr, strict_jso
 
 CHECKPOINT_NAME = "ckpt.npz"
 PREVIOUS_NAME = "ckpt.prev.npz"
-FORMAT = 2                       # 1: no curve, no digests (loss_curve.json held the curve)
+FORMAT = 2                       # the version of the layout above
 CURVE_FIELDS = ("step", "train_loss", "val_loss", "lr", "grad_norm", "tokens", "elapsed")
 STATE_NAMES = ("params", "adam_m", "adam_v")
 STATE_DTYPES = (np.dtype("<f4"), np.dtype("<f8"))     # of params, adam_m, adam_v
@@ -114,7 +114,7 @@ def _keep_as_previous(path):
 class Checkpoint:
     arrays: dict      # params, adam_m and adam_v (flat host arrays; the moments only when asked)
     meta: dict        # the JSON header
-    history: list     # the loss curve's records (None: a format-1 checkpoint, which has none)
+    history: list     # the loss curve's records
     path: str         # the file it came from
     stamp: tuple = ()  # that file's (inode, size, mtime) when it was read
 
@@ -162,23 +162,23 @@ def load_checkpoint(path, moments=True):
     try:
         with zipfile.ZipFile(path) as z:
             meta = _read_meta(z, path)
-            fmt = meta.get("format", 1)
-            if not is_count(fmt, 1, FORMAT):
-                raise _corrupt(path, f"its format {short_repr(fmt)} is not one this version reads (1 to {FORMAT})")
-            want = names + ("curve",) if fmt >= 2 else names
-            arrays = {name: _read_array(z, name, path) for name in want}
+            if meta.get("format") != FORMAT:             # format 1 kept no curve and no digests
+                raise CheckpointError(f"checkpoint {path} is of format {short_repr(meta.get('format', 1))}; this "
+                                      f"version reads format {FORMAT}: resume it with the version that wrote it, "
+                                      "or start a new run in another --out-dir")
+            arrays = {name: _read_array(z, name, path) for name in names + ("curve",)}
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, KeyError,
             NotImplementedError, RuntimeError, OverflowError) as e:
         raise _corrupt(path, f"it is truncated or not a checkpoint ({type(e).__name__})") from None
     _check_meta(meta, arrays, path)
-    curve = arrays.pop("curve", None)
+    curve = arrays.pop("curve")
     if not np.isfinite(arrays["params"]).all():
         bad = int(np.size(arrays["params"]) - np.isfinite(arrays["params"]).sum())
         raise CheckpointError(f"{path}: {bad:,} parameters are NaN or infinite; it cannot be resumed, sampled "
                               "or exported: use an earlier checkpoint or another --out-dir")
-    return Checkpoint(arrays, meta, None if curve is None else curve_records(curve), path, stamp)
+    return Checkpoint(arrays, meta, curve_records(curve), path, stamp)
 
 
 def _corrupt(path, what):

@@ -2,5 +2,5 @@
 
     workers.py   processes on one machine, sharing the parameters and gradients (any device)
     ranks.py     MPI ranks (mpirun, Slurm): the world, its collectives, errors every rank shares
-    zero.py      ZeRO stage 1: AdamW's state sharded over the ranks
+    sync.py      the gradient sum between ranks: replicated, or ZeRO stage 1 (AdamW's state sharded)
 """

@@ -16,7 +16,7 @@ GPUs it is NCCL's allReduce on the CuPy buffer (one rank per GPU), with the NCCL
 handed out over MPI. The losses are summed the same way, and so is a stop flag each step, so
 that a signal to any rank stops every rank after the same step.
 
-ZeRO stage 1 (`--zero 1`) is gpt.parallel.zero.
+How the gradient is summed, and ZeRO stage 1 (`--zero 1`), is gpt.parallel.sync.
 
 Without mpirun (no launcher variables in the environment), `world()` is `Solo`: one rank, every
 collective a no-op, and mpi4py is never imported.
@@ -54,7 +54,7 @@ class Solo:
     rank, size, local_size = 0, 1, 1
     host = "localhost"
 
-    def share(self, n):
+    def rows(self, n):
         """This rank's rows of n: [r n / N, (r + 1) n / N)."""
         return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
 
@@ -260,3 +260,50 @@ def check_agreement(world, facts):
             if theirs.get(key) != value:
                 raise AllRanksError(f"the ranks disagree: rank {rank} has {key} = {theirs.get(key)!r}, rank 0 has "
                                     f"{value!r}; start every rank with the same command, files and data")
+
+
+class EndedAlone(Exception):
+    """This rank's run ended on its own (a second signal, Ctrl-C outside the loop): under mpirun
+    the other ranks must be ended too (MPI_Abort); code is the exit status."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
+def run_on_every_rank(body, run_main, ends_together=(), **run_main_options):
+    """The exit protocol of a command under mpirun: body(world) -> exit status, run on this
+    rank through run_main (gpt.run.cli: one line for a UserError) -> this rank's exit status.
+
+    Errors in `ends_together` (and AllRanksError) are raised alike on every rank: rank 0 says
+    them, the others end quietly with 2. Any other UserError is this rank's alone and names it.
+    A rank that ends alone, with an error or an EndedAlone, calls MPI_Abort: the other ranks
+    would otherwise wait for it in their next collective forever."""
+    ranks = []                # the world, once found
+    together = []             # true once every rank is known to end the same way
+
+    def this_rank():
+        world_ = world()
+        ranks.append(world_)
+        if world_.rank != 0:
+            sys.stdout = open(os.devnull, "w")  # rank 0 prints; the others print only their own errors
+        try:
+            status = body(world_)
+        except EndedAlone as e:
+            return e.code
+        except (AllRanksError, *ends_together):
+            together.append(True)
+            if world_.rank == 0:
+                raise
+            return 2
+        except UserError as e:
+            if world_.rank == 0:
+                raise
+            raise UserError(f"rank {world_.rank} on {world_.host}: {e}") from None
+        together.append(True)                    # the loop's stops are collective decisions
+        return status
+
+    status = run_main(this_rank, **run_main_options)
+    if ranks and ranks[0].size > 1 and status != 0 and not together:
+        ranks[0].abort(status)                   # this rank alone failed: the others would wait for it
+    return status

@@ -123,7 +123,7 @@ def _sum_grads(model, all_grads, lo, hi, n_used):
 _OPS = {"forward_backward": _forward_backward, "loss": _loss, "sum_grads": _sum_grads}
 
 
-class CPUWorkers:
+class DataParallel:
     """Runs forward + backward of a batch over up to `n_workers` processes (CPU on Linux).
 
     A shard gets at least `min_tokens` tokens (default 2 x n_embd). Every extra worker costs a
@@ -143,7 +143,7 @@ class CPUWorkers:
         self.model = model
         self.n_workers = usable_workers(model.backend, n_workers)
         if self.n_workers > 1 and not (is_shared(model.params) and is_shared(model.grads)):
-            raise ValueError("CPUWorkers with more than one worker needs a model built on "
+            raise ValueError("DataParallel with more than one worker needs a model built on "
                              "model_buffers(config, backend, n_workers) (shared memory)")
         self.min_tokens = min_tokens or 2 * model.config.n_embd
         self.all_grads = [model.grads]                    # the model's, then each worker's

@@ -92,7 +92,7 @@ def estimate(config, batch_size, n_workers=1, dtype_itemsize=4, device="cpu", op
     batch_size is this rank's rows; optimizer_shards: the ranks sharing AdamW's state (ZeRO 1).
 
     The batch is split into min(n_workers, batch_size) shards of at most ceil(B / shards)
-    rows, and with more than one shard every worker gets its gradient buffer (CPUWorkers
+    rows, and with more than one shard every worker gets its gradient buffer (DataParallel
     may run small batches as one shard: then the run needs less)."""
     shards = min(n_workers, batch_size) if device == "cpu" else 1
     workers = n_workers if shards > 1 else 1

@@ -21,9 +21,10 @@ import socket
 import time
 
 from ..errors import UserError
-from ..files.atomic import remove_stale_temporaries, write_error
+from ..files.atomic import write_error
 from ..files.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME
 from ..files.untrusted import is_count, strict_json
+from .files import CACHE_NAME, LOCK_NAME, RUN_FILES, remove_stale_temporaries
 from .terminal import printable
 
 try:
@@ -31,8 +32,6 @@ try:
 except ImportError:                    # Windows: no flock; the run there is not locked
     fcntl = None
 
-LOCK_NAME = ".lock"
-RUN_FILES = (CHECKPOINT_NAME, PREVIOUS_NAME, "loss_curve.json", "loss_curve.svg", "config.json")
 
 
 class RunDirError(UserError):
@@ -77,7 +76,7 @@ def claim_out_dir(out_dir, resume=False, overwrite=False):
         _lock(lock_fd, out_dir)
         if not (resume or overwrite) and has_checkpoint(out_dir):    # a run that ended meanwhile
             _refuse_existing_run(out_dir)
-        removed = remove_stale_temporaries(out_dir) + remove_stale_temporaries(os.path.join(out_dir, "cache"))
+        removed = remove_stale_temporaries(out_dir) + remove_stale_temporaries(os.path.join(out_dir, CACHE_NAME))
         if removed:
             print(f"note: removed {removed} temporary file(s) that an interrupted run left in {out_dir}")
     except OSError as e:

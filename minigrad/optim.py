@@ -85,14 +85,18 @@ def lr_at(step, max_lr, min_lr, warmup_steps, max_steps):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
 
 
-def clip_grad_norm(grads, max_norm):
-    """Scale flat `grads` in place so that ||grads||_2 <= max_norm (max_norm <= 0: no clipping).
+def clip_grad_norm(grads, max_norm, total=None):
+    """Scale flat `grads` in place so that ||g||_2 <= max_norm (max_norm <= 0: no clipping),
+    where g is the whole gradient: `grads` itself, or, when `grads` is one slice of it (ZeRO),
+    what total(squares) makes of this slice's sum of squares (an array, summed in place over
+    the slices' holders).
 
     Returns the norm before clipping as a 0-d array of grads' module: on a GPU it stays on
     the device (no sync), and so does the decision to scale. A non-finite norm scales nothing.
     """
     xp = get_array_module(grads)
-    norm = xp.sqrt(xp.dot(grads, grads))                            # 0-d
+    squares = xp.reshape(xp.dot(grads, grads), (1,))
+    norm = xp.sqrt((squares if total is None else total(squares))[0])    # 0-d
     if max_norm > 0:
         grads *= xp.where(norm > max_norm, max_norm / (norm + 1e-6), 1.0).astype(grads.dtype)
     return norm

@@ -263,12 +263,25 @@ def test_train_py_no_tf32_multiplies_in_full_float32(standin, monkeypatch, tmp_p
     assert {call.compute_type for call in counts.gemm_log} == ({full} if flags else {full, tf32})
 
 
+def test_the_cuda_clip_of_a_slice_clips_by_the_whole_gradient(standin):
+    """The CUDA clip op with total (ZeRO): the partial sums of squares go through total (here
+    doubled, as two equal slices on two ranks would sum them), then decide the scale."""
+    import cupy
+    ops = kernels("cuda", "fast")
+    half = np.random.default_rng(3).standard_normal(300_001) * 0.01
+    whole, piece = cupy.asarray(np.concatenate([half, half])), cupy.asarray(half)
+    norm_whole = float(ops.clip_grad_norm(whole, 1.0))
+    norm_piece = float(ops.clip_grad_norm(piece, 1.0, total=lambda partial: partial * 2))
+    assert norm_piece == pytest.approx(norm_whole, rel=1e-12) and norm_whole > 1.0
+    np.testing.assert_allclose(cupy.asnumpy(piece), cupy.asnumpy(whole[:300_001]), rtol=1e-12)
+
+
 KV_LAUNCHES_PER_LAYER, KV_LAUNCHES_FIXED = 16, 3
 
 
 def test_kv_cache_decoding_launches_per_token(standin):
     """Generating one token with the KV cache launches 16 kernels per layer and 3 more (the
-    embedding, ln_f and the head), as the README states: the cache is written and read in
+    embedding, ln_f and the head), as docs/gpu.md states: the cache is written and read in
     place (no copies), and the logits come back in one copy."""
     import cupy
 

@@ -8,8 +8,10 @@ file checks the fake NCCL itself on each rank.
 """
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,12 +94,14 @@ def test_two_gpus_train_what_one_cpu_process_trains(tmp_path, single_cpu):
 
 def test_zero_1_on_two_gpus_trains_what_one_cpu_process_trains(tmp_path, single_cpu):
     """Per step: the loss; a reduce-scatter of the gradient buffer padded to two equal slices of
-    ceil(n / 2); the squared norm of the slices; an all-gather of the updated parameters."""
+    ceil(n / 2); the clip op's partial sums of squares (NORM_BLOCKS of them, in float64); an
+    all-gather of the updated parameters."""
+    blocks = int(re.search(r"^NORM_BLOCKS = (\d+)", (Path(ROOT) / "minigrad/cuda/optim.py").read_text(), re.M)[1])
     zero = train_on_two_gpus(tmp_path / "zero", "--zero", "1", log=tmp_path / "nccl.log")
     assert_same_run(zero, single_cpu)
     half = -(-single_cpu[1]["params"].size // 2)
     per_step = [("allReduce", 1, "train_step"), ("reduceScatter", half, "train_step"),
-                ("allReduce", 1, "train_step"), ("allGather", half, "train_step")]
+                ("allReduce", blocks, "train_step"), ("allGather", half, "train_step")]
     assert nccl_calls(tmp_path / "nccl.log") == {0: expected_calls(per_step), 1: expected_calls(per_step)}
 
 

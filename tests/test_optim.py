@@ -192,3 +192,15 @@ def test_threaded_adamw_equals_the_single_threaded_update():
         runs.append((p, opt.m, opt.v))
     for single, threaded in zip(*runs):
         np.testing.assert_array_equal(single, threaded)
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 1.0, 1e9])
+def test_clip_grad_norm_of_a_slice_clips_by_the_whole_gradient(ops, max_norm):
+    """ZeRO's clipping: a slice whose squares total() sums over the slices' holders (here two
+    equal slices: total doubles them) is scaled exactly as the whole buffer would be."""
+    half = np.random.default_rng(3).standard_normal(1001) * 0.1
+    whole, piece = np.concatenate([half, half]), half.copy()
+    norm_whole = float(ops.clip_grad_norm(whole, max_norm))
+    norm_piece = float(ops.clip_grad_norm(piece, max_norm, total=lambda squares: squares * 2))
+    assert norm_piece == pytest.approx(norm_whole, rel=1e-12)
+    np.testing.assert_allclose(piece, whole[:1001], rtol=1e-12)

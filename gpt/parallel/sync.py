@@ -58,14 +58,10 @@ class ZeroOne:
 
     def reduce_and_clip(self, model_grads, grads, max_norm, ops):
         """grads (hi - lo,) := the sum over the ranks of model_grads[lo:hi], scaled so that the
-        whole gradient's norm is <= max_norm (as the clip op does on one buffer) -> the norm."""
+        whole gradient's norm is <= max_norm (the clip op, its squares summed over the ranks)
+        -> the norm."""
         self.world.reduce_scatter(model_grads, grads, self.counts)
-        xp = get_array_module(grads)
-        squares = self.world.allreduce(xp.reshape(xp.dot(grads, grads), (1,)))
-        norm = xp.sqrt(squares[0])
-        if max_norm > 0:
-            grads *= xp.where(norm > max_norm, max_norm / (norm + 1e-6), 1.0).astype(grads.dtype)
-        return norm
+        return ops.clip_grad_norm(grads, max_norm, total=self.world.allreduce)
 
     def after_step(self, params):
         """Every rank's updated slice of params, onto every rank."""

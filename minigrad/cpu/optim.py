@@ -65,10 +65,12 @@ def _update_range(params, grads, m, v, start, stop, step_size, rsqrt_bias2, beta
         p -= s
 
 
-def clip_grad_norm(grads, max_norm):
+def clip_grad_norm(grads, max_norm, total=None):
     """The reference's clipping with the norm read back as a Python float: free on the CPU,
     and the scaling pass is skipped when the norm is within bounds."""
-    norm = math.sqrt(float(get_array_module(grads).dot(grads, grads)))
+    xp = get_array_module(grads)
+    squares = xp.reshape(xp.dot(grads, grads), (1,))
+    norm = math.sqrt(float((squares if total is None else total(squares))[0]))
     if max_norm > 0 and norm > max_norm:
         grads *= max_norm / (norm + 1e-6)
     return norm

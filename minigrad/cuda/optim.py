@@ -15,11 +15,14 @@ from .module import i32, i64, launch, launch_elementwise, real
 NORM_BLOCKS = 1024               # src/optim.cu
 
 
-def clip_grad_norm(grads, max_norm):
+def clip_grad_norm(grads, max_norm, total=None):
     """Scale flat grads in place to norm <= max_norm (max_norm <= 0: no clipping) -> the norm
-    before clipping, a 0-d device array."""
+    before clipping, a 0-d device array. total: as the reference's; it sums the (NORM_BLOCKS,)
+    float64 partial sums of squares over the slices' holders, which clip_scale then adds."""
     partial = cupy.empty(NORM_BLOCKS, dtype=cupy.float64)
     launch("sum_squares", grads.dtype, NORM_BLOCKS, 256, grads, partial, i64(grads.size))
+    if total is not None:
+        partial = total(partial)
     norm_scale = cupy.empty(2, dtype=grads.dtype)
     launch("clip_scale", grads.dtype, 1, 1024, partial, norm_scale, np.float64(max_norm))
     if max_norm > 0:

@@ -239,8 +239,8 @@ class Trainer:
     def save(self):
         """The checkpoint of this step (every rank sends its slice of AdamW's moments; rank 0
         writes), with the curve and the plot."""
-        to_host = self.backend.to_host
-        m, v = (self.sync.gather(to_host(a)) for a in (self.optimizer.m, self.optimizer.v))
+        to_host, state = self.backend.to_host, self.optimizer.state_dict()
+        m, v = (self.sync.gather(to_host(state[k])) for k in ("m", "v"))
         self.files.save(self.step, to_host(self.model.params), m, v, self._meta(), self.log.history)
 
     def _meta(self):

@@ -37,6 +37,6 @@ def kernels(device, kind="fast", threads=1, tf32=True):
         if device == "cpu":
             ops.update(cpu_ops(threads))
         else:
-            from . import cuda                        # imports CuPy: only when asked
+            from . import cuda  # imports CuPy: only when asked
             ops.update(cuda.fast_ops(tf32=tf32))
     return SimpleNamespace(kind=kind, device=device, **ops)

@@ -47,7 +47,8 @@ def gelu_case(ops, rng, B, T):
 
 def dropout_case(ops, rng, B, T):
     """A fresh Generator with the same seed on every forward call: every call draws the same mask."""
-    forward = lambda x: ops.dropout_forward(x, DROP_P, DROP_SEED)
+    def forward(x):
+        return ops.dropout_forward(x, DROP_P, DROP_SEED)
     return forward, ops.dropout_backward, {"x": rng.standard_normal((B, T, C))}, "x"
 
 

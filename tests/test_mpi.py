@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from test_train_cli import ROOT, assert_clean_error, run_cli
+from test_train_cli import ROOT, run_cli
 
 from gpt.files.checkpoint import load_checkpoint
 

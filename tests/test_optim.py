@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from minigrad import AdamW, clip_grad_norm, kernels, lr_at
+from minigrad import AdamW, kernels, lr_at
 from minigrad.cpu.optim import CHUNK
 
 N = 40

@@ -23,9 +23,9 @@ from gpt.config import GPTConfig
 from gpt.errors import CheckpointError
 from gpt.files import checkpoint as ckpt
 from gpt.files.atomic import WriteError, write_text
-from gpt.run.files import remove_stale_temporaries
 from gpt.files.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, load_latest, save_checkpoint
 from gpt.model import GPT
+from gpt.run.files import remove_stale_temporaries
 from minigrad import Backend
 
 TINY = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=256)
@@ -173,7 +173,7 @@ def test_a_zip_entry_claiming_more_than_the_file_is_refused(tmp_path):
     tiny_checkpoint(path)
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as z:
-        info = z.getinfo("params.npy")
+        z.getinfo("params.npy")                                   # the entry exists
     central = [i for i in range(len(data) - 4) if data[i:i + 4] == b"PK\x01\x02"
                and data[i + 46:i + 56] == b"params.npy"][0]
     data[central + 20:central + 28] = (0xFFFFFFF0).to_bytes(4, "little") * 2   # compressed and plain sizes

@@ -8,7 +8,7 @@ A checkpoint (ckpt.npz) is a NumPy .npz: an uncompressed zip of .npy arrays,
     curve    (S, 7)  float64              the loss curve up to this step, one row per step
                                           (CURVE_FIELDS; NaN where a step has no value)
     meta     (M,)    uint8                a UTF-8 JSON object: format, step, config, options,
-                                          tokenizer, elapsed, local_vocab, data_position, and
+                                          tokenizer, elapsed, local_vocab, and
                                           sha256: {array name: hex digest of its bytes}
 
 The loss curve lives inside the checkpoint, so the curve a resumed run continues is the
@@ -157,7 +157,7 @@ def load_checkpoint(path, moments=True):
     """One checkpoint file -> Checkpoint; CheckpointError with one line if it is unusable."""
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}; train without --resume first")
-    names = ("params", "adam_m", "adam_v") if moments else ("params",)
+    names = STATE_NAMES if moments else STATE_NAMES[:1]
     stamp = _stamp(path)
     try:
         with zipfile.ZipFile(path) as z:

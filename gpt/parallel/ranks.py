@@ -31,7 +31,6 @@ from ..errors import UsageError, UserError
 
 # Set by the launchers in every rank's environment: Open MPI, MPICH / Intel MPI (Hydra), Slurm.
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
-LOCAL_SIZE_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE")
 
 
 def launched_size():

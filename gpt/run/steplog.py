@@ -8,10 +8,10 @@ non-finite loss or norm stops the run with one line (Diverged).
 import math
 import time
 
-from ..errors import UsageError
+from ..errors import UserError
 
 
-class Diverged(UsageError):
+class Diverged(UserError):
     """The loss or the gradient norm became non-finite (the same on every rank: they are summed)."""
 
 

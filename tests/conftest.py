@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))    # the shared helpers: runs, mpi_runs, models
+
 from minigrad import kernels
 from minigrad.gradcheck import gradcheck
 
@@ -116,7 +118,7 @@ def ops(request):
 
 # ----------------------------------------------------------------------------- the CuPy stand-in
 
-STANDIN = Path(__file__).resolve().parent / "cupy_standin"
+STANDIN = Path(__file__).resolve().parent / "support" / "cupy_standin"
 SWAPPED = ("cupy", "cupy_backends", "standin", "_standin", "twins", "minigrad.cuda.")
 
 
@@ -137,7 +139,7 @@ def _unbind(names):
 
 @pytest.fixture
 def standin():
-    """Installs the CuPy stand-in (tests/cupy_standin) as `cupy` for one test and yields its
+    """Installs the CuPy stand-in (tests/support/cupy_standin) as `cupy` for one test and yields its
     test-facing module (counting, memory limits, twins); then restores sys.modules."""
     saved = {name: module for name, module in sys.modules.items() if _swapped(name)}
     _unbind(saved)

@@ -1,8 +1,8 @@
-"""The CUDA path, proven without a GPU: under the strict CuPy stand-in (tests/cupy_standin),
+"""The CUDA path, proven without a GPU: under the strict CuPy stand-in (tests/support/cupy_standin),
 every fast CUDA op equals its reference pair, the model and a training step equal the CPU
 path's, and a GPT-2-shaped step keeps its launch, sync and transfer budgets.
 
-The stand-in runs each custom kernel through its NumPy twin (tests/cupy_standin/twins.py)
+The stand-in runs each custom kernel through its NumPy twin (tests/support/cupy_standin/twins.py)
 and each cuBLAS call through NumPy, counting them; launch counts depend on the number of
 layers, never on the widths or the batch, so the budgets are checked on narrow models with
 GPT-2's depth and context (12 layers, T = 1024) and asserted to be width-independent.

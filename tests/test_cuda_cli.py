@@ -1,6 +1,6 @@
 """train.py, sample.py and export with --device cuda, end to end, against the CPU path.
 
-Each command runs in a subprocess under the CuPy stand-in (tests/cupy_standin on
+Each command runs in a subprocess under the CuPy stand-in (tests/support/cupy_standin on
 PYTHONPATH), and also on a real GPU when this machine has one. In float64 the CUDA path's
 losses, samples and parameters equal the CPU path's to rounding, dropout included (both
 devices draw the same hash masks); a resumed run equals an uninterrupted one exactly.
@@ -17,7 +17,7 @@ import pytest
 from minigrad.backend import _probe_cuda
 
 ROOT = Path(__file__).resolve().parents[1]
-STANDIN = ROOT / "tests" / "cupy_standin"
+STANDIN = ROOT / "tests" / "support" / "cupy_standin"
 MODEL = ["--preset", "tiny", "--n-embd", "16", "--n-head", "2", "--block-size", "16"]
 RUN = ["--batch-size", "3", "--eval-steps", "2", "--log-interval", "1", "--warmup-steps", "2", "--dtype", "float64",
        "--workers", "1"]

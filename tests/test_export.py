@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models import CPU, small_model
 
 from bpe import ByteTokenizer, GPT2Tokenizer
 from gpt.config import GPTConfig
@@ -17,17 +18,9 @@ from gpt.data.tokenizers import LocalVocab
 from gpt.files.checkpoint import save_checkpoint
 from gpt.files.hf import PREFIX, WEIGHTS_NAME, HFFormatError, export_hf, load_hf_gpt2, read_hf_config, read_hf_weights
 from gpt.files.safetensors import SafetensorsError, load_file, read_header, save_file
-from gpt.model import GPT
-from minigrad import AdamW, Backend
+from minigrad import AdamW
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU = Backend("cpu", "float32")
-
-
-def small_model(vocab_size=100, seed=0, block_size=16):
-    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size, vocab_size=vocab_size), CPU, seed=seed)
-
-
 def trained_model(steps=5):
     """A model that took a few AdamW steps on random data, so no parameter is at its init value."""
     model = small_model(vocab_size=100, seed=1)

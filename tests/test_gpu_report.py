@@ -22,7 +22,7 @@ def test_the_report_runs_every_step_under_the_standin(tmp_path):
     """--smoke: every step on tiny models, a plain checkout (the repository on PYTHONPATH by the
     report itself, nothing installed needed), two files in OUT, the work directory removed."""
     out = tmp_path / "report"
-    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT / "tests" / "cupy_standin"))
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT / "tests" / "support" / "cupy_standin"))
     result = subprocess.run([str(ROOT / "bench" / "gpu_report.sh"), str(out), "--smoke"], capture_output=True,
                             text=True, timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,7 +9,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from test_train_cli import ROOT, assert_clean_error, run_cli
+from runs import ROOT, assert_clean_error, run_cli
 
 from gpt.config import GPTConfig
 from gpt.errors import UserError

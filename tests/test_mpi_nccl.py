@@ -15,20 +15,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_mpi import MPI_ENV, MPIRUN, RUN, final, mpi4py
-from test_train_cli import ROOT, run_cli
+from mpi_runs import MPI_ENV, MPIRUN, NEEDS_MPI, RUN, final
+from runs import ROOT, run_cli
 
-pytestmark = pytest.mark.skipif(MPIRUN is None or mpi4py is None,
-                                reason="needs mpirun and mpi4py: pip install -e '.[mpi]'")
+pytestmark = pytest.mark.skipif(**NEEDS_MPI)
 
-STANDIN = os.path.join(ROOT, "tests", "cupy_standin")
+STANDIN = os.path.join(ROOT, "tests", "support", "cupy_standin")
 TESTS = os.path.join(ROOT, "tests")
+SUPPORT = os.path.join(TESTS, "support")
 STEPS = 4
 
 
 def mpirun_standin(n, *command, gpus=2, log=None):
     """mpirun -np n python <command> under the stand-in, on a fake machine of `gpus` GPUs."""
-    env = dict(MPI_ENV, PYTHONPATH=os.pathsep.join([STANDIN, ROOT, TESTS, os.environ.get("PYTHONPATH", "")]),
+    env = dict(MPI_ENV, PYTHONPATH=os.pathsep.join([STANDIN, ROOT, TESTS, SUPPORT,
+                                                                os.environ.get("PYTHONPATH", "")]),
                CUPY_STANDIN_GPUS=str(gpus))
     if log is not None:
         env["CUPY_STANDIN_NCCL_LOG"] = str(log)

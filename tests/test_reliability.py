@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from test_train_cli import FAST, ROOT, assert_clean_error, digest, run_cli
+from runs import FAST, ROOT, assert_clean_error, digest, run_cli
 
 import train
 from gpt.config import GPTConfig

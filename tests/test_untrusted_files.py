@@ -17,7 +17,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
-from test_export import CPU, small_model
+from models import CPU, small_model
 
 from gpt.files.hf import (
     MAX_SIZE,

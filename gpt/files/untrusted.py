@@ -26,7 +26,11 @@ def short_repr(value, limit=80):
     """repr(value) in at most `limit` characters, so that an error message can quote what a file
     holds (a tensor name, a shape) and stay one short line. reprlib keeps it cheap: it never
     renders more than a few items of a list or dict, nor more than the first digits of an int."""
-    text = _REPR.repr(value)
+    try:
+        text = _REPR.repr(value)
+    except ValueError:                   # an int past str()'s 4,300 digits, alone or inside a container
+        text = (f"<an integer of about {int(value.bit_length() * 0.30103) + 1:,} digits>" if isinstance(value, int)
+                else f"<a {type(value).__name__} holding an integer too long to show>")
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

@@ -136,7 +136,7 @@ _twins_loaded = False
 
 
 def load_twins():
-    """Merges the TWINS dict of tests/cupy_standin/twins.py (if the file exists; imported as
+    """Merges the TWINS dict of tests/support/cupy_standin/twins.py (if the file exists; imported as
     the module `twins`, this directory being first on sys.path) into TWINS, once; entries
     already set (by a test) win."""
     global _twins_loaded

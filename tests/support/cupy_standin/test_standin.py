@@ -130,7 +130,7 @@ def test_import_in_a_subprocess():
     code = ("import cupy, standin; assert cupy.__file__.startswith(%r); "
             "assert cupy.__version__ == %r; assert cupy.cuda.runtime.getDeviceCount() == 1; "
             "cupy.zeros(1).sum().item()") % (str(HERE), NAMES["cupy_version"])
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=HERE.parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=HERE.parents[2])
 
 
 # ---- refusals ---------------------------------------------------------------------------

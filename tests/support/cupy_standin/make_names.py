@@ -2,7 +2,7 @@
 
 Run it with the real cupy importable and the stand-in NOT on sys.path:
 
-    python tests/cupy_standin/make_names.py
+    python tests/support/cupy_standin/make_names.py
 
 CuPy imports without a GPU, so `dir()` of its modules and classes can be read here. The cuBLAS
 and NCCL bindings do not import without libcublas and libnccl; their names come from their

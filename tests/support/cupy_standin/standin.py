@@ -1,6 +1,6 @@
 """Test-facing API of the CuPy stand-in (not part of the fake `cupy` namespace).
 
-With tests/cupy_standin first on sys.path, `import cupy` gets a strict, NumPy-backed CuPy on a
+With tests/support/cupy_standin first on sys.path, `import cupy` gets a strict, NumPy-backed CuPy on a
 fake machine of one H200 (CUPY_STANDIN_GPUS=n: n of them, for one process per GPU under mpirun),
 with NCCL communicators whose collectives run through MPI (`from cupy.cuda import nccl`, needs
 mpi4py), and `import standin` this module:

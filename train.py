@@ -166,10 +166,11 @@ class Trainer:
         return status
 
     def _loop(self):
+        """Steps until --max-steps, a --target-loss or a stop signal; each step's record is read
+        back every --log-interval, and every --eval-interval evaluated and saved."""
         cfg = self.cfg
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
-                   disable=self.world.rank != 0)
-        with bar:                                 # the bar ends its line before any error message
+        with tqdm(total=cfg.max_steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
+                  disable=self.world.rank != 0) as bar:   # the bar ends its line before any error message
             while self.step < cfg.max_steps:
                 loss, lr, norm = self.train_step()                 # on the device: not read back yet
                 self.step += 1
@@ -180,28 +181,39 @@ class Trainer:
                 evaluate = self.val_data is not None and (self.step % cfg.eval_interval == 0 or done)
                 save = done or evaluate or stop is not None or self.step % cfg.eval_interval == 0
                 if save or self.step % cfg.log_interval == 0:
-                    tokens_per_s = self.log.read_back()
-                    bar.set_postfix(loss=f"{record['train_loss']:.4f}", lr=f"{lr:.2e}",
-                                    norm=f"{record['grad_norm']:.2f}", tok_s=f"{tokens_per_s:,.0f}")
+                    self._show_progress(bar, record)
                 if evaluate:
-                    record["val_loss"] = self.evaluate()
-                    bar.write(f"step {self.step}: train loss {record['train_loss']:.4f}, "
-                              f"val loss {record['val_loss']:.4f}, {self.log.elapsed:.0f}s")
-                    if cfg.target_loss is not None and record["val_loss"] <= cfg.target_loss:
-                        bar.write(f"reached --target-loss {cfg.target_loss} at step {self.step}")
-                        done = True
+                    done |= self._validate(bar, record)
                 if save:
                     self.save()
                 self.log.restart_window()
                 if stop is not None:
-                    bar.close()
-                    print(f"stopped by {signal.Signals(stop).name}: saved step {self.step} to "
-                          f"{self.files.checkpoint}; continue with --resume")
-                    return 128 + stop
+                    return self._stopped(bar, stop)
                 if done:
                     break
         print(f"done: {self.step} steps in {self.log.elapsed:.0f}s; checkpoint {self.files.checkpoint}")
         return 0
+
+    def _show_progress(self, bar, record):
+        tokens_per_s = self.log.read_back()                    # the window's losses and norms, at last
+        bar.set_postfix(loss=f"{record['train_loss']:.4f}", lr=f"{record['lr']:.2e}",
+                        norm=f"{record['grad_norm']:.2f}", tok_s=f"{tokens_per_s:,.0f}")
+
+    def _validate(self, bar, record):
+        """The validation loss into the step's record and one line -> whether --target-loss is reached."""
+        record["val_loss"] = self.evaluate()
+        bar.write(f"step {self.step}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+                  f"{self.log.elapsed:.0f}s")
+        reached = self.cfg.target_loss is not None and record["val_loss"] <= self.cfg.target_loss
+        if reached:
+            bar.write(f"reached --target-loss {self.cfg.target_loss} at step {self.step}")
+        return reached
+
+    def _stopped(self, bar, signum):
+        bar.close()
+        print(f"stopped by {signal.Signals(signum).name}: saved step {self.step} to {self.files.checkpoint}; "
+              "continue with --resume")
+        return 128 + signum
 
     def sample(self, label):
         cfg, tok = self.cfg, self.tokenizer

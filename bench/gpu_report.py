@@ -15,7 +15,7 @@ Runs, checkpoints and the self-test's cache live in a temporary directory, delet
 Steps (budget in seconds):
   1 machine       (20)   the GPU, driver, CUDA, CuPy, NumPy, PyTorch, the commit
   2 self-test     (90)   python -m minigrad.cuda.selftest on a fresh cache (its verdict serves the rest)
-  3 GPU tests     (100)  the [gpu] variants of tests/test_cuda*.py, and the NVRTC compile tests
+  3 GPU tests     (100)  the [gpu] variants of tests/minigrad/test_cuda.py and tests/test_cuda_cli.py, the NVRTC compile tests
   4 resume        (45)   20 steps straight against 10 + --resume 10: parameters and moments bitwise
   5 default run   (45)   python train.py --device cuda, the loss falling
   6 char model    (45)   bench/train_step.py --vs-torch: 6/6/384, T = 256, B = 64
@@ -165,8 +165,8 @@ def selftest(r, timeout):
 
 
 def gpu_tests(r, timeout):
-    selection = (["tests/test_cuda.py", "-k", "gpu and equals_its_reference"] if r.smoke else
-                 ["tests/test_cuda.py", "tests/test_cuda_cli.py", "tests/test_cuda_compile.py", "-k",
+    selection = (["tests/minigrad/test_cuda.py", "-k", "gpu and equals_its_reference"] if r.smoke else
+                 ["tests/minigrad/test_cuda.py", "tests/test_cuda_cli.py", "tests/minigrad/test_cuda_compile.py", "-k",
                   "gpu or test_every_kernel_compiles or test_a_broken_kernel_fails_to_compile"])
     status, out = r.run("3_gpu_tests.txt", [PYTHON, "-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider",
                                             *selection], timeout)

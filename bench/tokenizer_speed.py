@@ -28,7 +28,7 @@ from bpe.pretokenize import split_at_safe_cuts
 
 
 def load_tiktoken_reference():
-    """tests/tiktoken_ref.py (tiktoken's gpt2 encoding built offline), loaded from its file."""
+    """tests/support/tiktoken_ref.py (tiktoken's gpt2 encoding built offline), loaded from its file."""
     spec = importlib.util.spec_from_file_location("tiktoken_ref", ROOT / "tests" / "tiktoken_ref.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -4,5 +4,5 @@ Each module here computes exactly its reference's math (minigrad/<layer>.py) wit
 passes over memory: causal block skipping in attention, GELU's derivative in forward in
 cache-sized row blocks, einsum row sums in LayerNorm, cross-entropy in the logits' memory,
 the tied head's gradient in its memory order, and AdamW in cache-sized chunks on threads.
-tests/test_kernels.py holds each to its reference.
+tests/minigrad/test_kernels.py holds each to its reference.
 """

@@ -591,7 +591,7 @@ def test_gpus_and_the_current_device(fake):
 
 
 def test_nccl_arguments_checked_before_any_communication(fake):
-    """What the fake NCCL checks without MPI (the collectives: tests/test_mpi_nccl.py)."""
+    """What the fake NCCL checks without MPI (the collectives: tests/gpt/parallel/test_mpi_nccl.py)."""
     from cupy.cuda import nccl
     uid = nccl.get_unique_id()
     assert isinstance(uid, bytes) and len(uid) == 128 and uid != nccl.get_unique_id()

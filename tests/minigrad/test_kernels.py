@@ -265,7 +265,7 @@ def test_generation_with_a_kv_cache(B, prompt):
 def test_dispatch_picks_each_devices_implementations():
     """kernels() hands out every op; 'fast' on the CPU takes minigrad/cpu/ where it has one,
     the reference elsewhere; 'reference' is the reference everywhere, CUDA included (CUDA's
-    fast ops: tests/test_cuda.py)."""
+    fast ops: tests/minigrad/test_cuda.py)."""
     for ops in (FAST, REF, kernels("cuda", "reference")):
         assert all(callable(getattr(ops, name)) for name in OP_NAMES)
     cpu_modules = {name: getattr(FAST, name).__module__ for name in OP_NAMES if name != "adamw_update"}

@@ -12,7 +12,7 @@ import os
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED_GPT2 = ROOT.parent / "shared" / "gpt2"
 BUNDLED_GPT2 = ROOT / "bpe" / "assets" / "gpt2"
 

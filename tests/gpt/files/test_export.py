@@ -20,7 +20,7 @@ from gpt.files.hf import PREFIX, WEIGHTS_NAME, HFFormatError, export_hf, load_hf
 from gpt.files.safetensors import SafetensorsError, load_file, read_header, save_file
 from minigrad import AdamW
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 def trained_model(steps=5):
     """A model that took a few AdamW steps on random data, so no parameter is at its init value."""
     model = small_model(vocab_size=100, seed=1)

@@ -15,7 +15,7 @@ import pytest
 
 from minigrad import Backend, DeviceError, get_array_module, resolve_device
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 MINIGRAD = ROOT / "minigrad"
 ENGINE = sorted(MINIGRAD.rglob("*.py"))                 # the layers and their fast versions
 SOURCES = ENGINE + sorted((ROOT / "gpt").glob("*.py"))  # ... and the model, which runs on the device too

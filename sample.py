@@ -26,11 +26,13 @@ DEFAULTS = dict(out_dir="out", init_from=None, prompt="", max_new_tokens=256, te
 
 def build_parser():
     d = DEFAULTS
-    p = LineParser(prog="sample.py", description="Sample text from a GPT-2 model trained by train.py (or a Hugging Face GPT-2).")
+    p = LineParser(prog="sample.py",
+                   description="Sample text from a GPT-2 model trained by train.py (or a Hugging Face GPT-2).")
     p.set_defaults(**d)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--out-dir", help=f"training run directory holding ckpt.npz (default: {d['out_dir']})")
-    src.add_argument("--init-from", metavar="HF_DIR", help="a Hugging Face GPT-2 directory (config.json + model.safetensors) instead")
+    src.add_argument("--init-from", metavar="HF_DIR",
+                     help="a Hugging Face GPT-2 directory (config.json + model.safetensors) instead")
     p.add_argument("--prompt", help="text to continue (default: empty, i.e. the start of a document)")
     p.add_argument("--max-new-tokens", type=number(int, lambda v: v >= 0, ">= 0"),
                    help=f"tokens to generate per sample (default: {d['max_new_tokens']})")
@@ -48,7 +50,8 @@ def build_parser():
     p.add_argument("--interactive", action="store_true",
                    help="prompt loop: type a prompt, watch the continuation; an empty line or Ctrl-D exits, "
                         "Ctrl-C stops the current generation")
-    p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole window for every token (slow; for comparison)")
+    p.add_argument("--no-kv-cache", action="store_true",
+                   help="recompute the whole window for every token (slow; for comparison)")
     return p
 
 
@@ -112,7 +115,8 @@ def interactive(model, tokenizer, o, out):
 
 def run(o):
     backend = open_backend(o["device"], "float32")
-    loaded = load_model(backend, out_dir=o["out_dir"], hf_dir=o["init_from"], ops=kernels(backend.name, o["kernels"], tf32=o["tf32"]))
+    loaded = load_model(backend, out_dir=o["out_dir"], hf_dir=o["init_from"],
+                        ops=kernels(backend.name, o["kernels"], tf32=o["tf32"]))
     model, tokenizer = loaded.model, loaded.tokenizer
     out = sys.stdout
     if hasattr(out, "reconfigure"):

@@ -77,7 +77,8 @@ class Trainer:
         self.n_tokens = len(tokens)
         self.facts = self._facts(tokens) if world.size > 1 else None   # compared by agree()
         self.train_data = BatchSampler(train, cfg.batch_size, self.config.block_size, cfg.sampling, cfg.seed)
-        self.val_data = BatchSampler(val, cfg.batch_size, self.config.block_size, "random", cfg.seed) if len(val) else None
+        self.val_data = (BatchSampler(val, cfg.batch_size, self.config.block_size, "random", cfg.seed) if len(val)
+                         else None)
         self.workers = DataParallel(self.model, n_workers)
         self.sync = gradient_sync(world, self.model.params.size, cfg.zero)
         owned = self.sync.owned                  # the optimizer's part of the flat buffers
@@ -235,12 +236,15 @@ class Trainer:
         cfg, xp, n = self.cfg, self.backend.xp, self.workers.n_workers
         workers = f", {n} worker processes" if n > 1 else ""
         if self.world.size > 1:
-            workers += f"; rank 0 of {self.world.size} MPI ranks, {self.rows.stop - self.rows.start} of the {cfg.batch_size} rows"
+            workers += (f"; rank 0 of {self.world.size} MPI ranks, "
+                        f"{self.rows.stop - self.rows.start} of the {cfg.batch_size} rows")
         print(f"device: {self.backend.name} ({xp.__name__} {xp.__version__}, {cfg.dtype}{workers})")
         print(f"model: {self.model}")
         print(f"data: {cfg.data}: {self.n_tokens:,} tokens ({cfg.tokenizer} tokenizer), "
-              f"{len(self.train_data.tokens):,} train / {len(self.val_data.tokens) if self.val_data else 0:,} validation")
-        print(f"tokens per step: {cfg.batch_size} x {self.config.block_size} x {cfg.grad_accum} = {self.tokens_per_step:,}")
+              f"{len(self.train_data.tokens):,} train / "
+              f"{len(self.val_data.tokens) if self.val_data else 0:,} validation")
+        print(f"tokens per step: {cfg.batch_size} x {self.config.block_size} x {cfg.grad_accum} "
+              f"= {self.tokens_per_step:,}")
         if cfg.zero:
             kept = self.optimizer.m.nbytes + self.optimizer.v.nbytes
             print(f"ZeRO stage 1: each rank keeps about 1/{self.world.size} of AdamW's moments "

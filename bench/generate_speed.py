@@ -51,7 +51,8 @@ def main(argv=None):
     n = args.new_tokens
     print(f"device: {backend.name} ({backend.xp.__name__} {backend.xp.__version__}), {os.cpu_count()} CPUs, "
           f"{n} new tokens after a 1-token prompt, temperature 1.0, fastest of {args.repeat} run(s)\n")
-    print(f"| preset | vocab | KV cache | tokens/s | ms/token, tokens 1-{WINDOW} | ms/token, tokens {n - WINDOW + 1}-{n} |")
+    print(f"| preset | vocab | KV cache | tokens/s | ms/token, tokens 1-{WINDOW} "
+          f"| ms/token, tokens {n - WINDOW + 1}-{n} |")
     print("|---|---|---|---|---|---|")
     for preset in args.presets:
         cfg = GPTConfig.preset(preset, vocab_size=VOCAB.get(preset, 256))

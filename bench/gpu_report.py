@@ -15,7 +15,8 @@ Runs, checkpoints and the self-test's cache live in a temporary directory, delet
 Steps (budget in seconds):
   1 machine       (20)   the GPU, driver, CUDA, CuPy, NumPy, PyTorch, the commit
   2 self-test     (90)   python -m minigrad.cuda.selftest on a fresh cache (its verdict serves the rest)
-  3 GPU tests     (100)  the [gpu] variants of tests/minigrad/test_cuda.py and tests/test_cuda_cli.py, the NVRTC compile tests
+  3 GPU tests     (100)  the [gpu] variants of tests/minigrad/test_cuda.py and tests/test_cuda_cli.py, the NVRTC
+                         compile tests
   4 resume        (45)   20 steps straight against 10 + --resume 10: parameters and moments bitwise
   5 default run   (45)   python train.py --device cuda, the loss falling
   6 char model    (45)   bench/train_step.py --vs-torch: 6/6/384, T = 256, B = 64
@@ -150,7 +151,8 @@ def machine(r, timeout):
              "except ImportError: print('torch: not installed')")
     status, out = r.run("1_machine.txt", [PYTHON, "-c", probe], timeout / 2)
     r.write(*out.splitlines()[:-1])
-    probe = ("import importlib.util as u; print('packages:', ', '.join(f\"{m} {'yes' if u.find_spec(m) else 'MISSING'}\" "
+    probe = ("import importlib.util as u; print('packages:', ', '.join("
+             "f\"{m} {'yes' if u.find_spec(m) else 'MISSING'}\" "
              f"for m in {PACKAGES!r}))")
     _, out = r.run("1_machine.txt", [PYTHON, "-c", probe], timeout / 4)
     r.write(*out.splitlines()[:-1])

@@ -87,7 +87,8 @@ def main():
     p.add_argument("--repeat", type=int, default=1, help="alternating runs of each framework")
     p.add_argument("--kernels", default="fast", choices=KERNELS, help="our layer implementations (default: fast)")
     args = p.parse_args()
-    runners = [("minigrad", partial(run_ours, kernels=args.kernels))] + ([("pytorch", run_torch)] if args.vs_torch else [])
+    runners = ([("minigrad", partial(run_ours, kernels=args.kernels))]
+               + ([("pytorch", run_torch)] if args.vs_torch else []))
     results = {name: [] for name, _ in runners}
     for _ in range(args.repeat):
         for name, run in runners:

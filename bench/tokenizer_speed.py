@@ -94,7 +94,8 @@ def main() -> int:
 
     runs = {
         "bpe, 1 process": lambda t: GPT2Tokenizer.default().encode_ordinary(t),
-        f"bpe, encode_corpus ({cores} processes)": lambda t: GPT2Tokenizer.default().encode_corpus(t, show_progress=False),
+        f"bpe, encode_corpus ({cores} processes)":
+            lambda t: GPT2Tokenizer.default().encode_corpus(t, show_progress=False),
     }
     try:
         gpt2_encoding = load_tiktoken_reference().gpt2_encoding

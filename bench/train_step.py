@@ -370,7 +370,8 @@ def race(args, cfg, argv, rivals):
     answer = workers[0].ask("peak")
     peak = answer["matmul_gflops"]
     if "measured_gflops" in answer:
-        print(f"GPU TF32 peak for MFU: {peak / 1e3:.0f} TFLOP/s (measured TF32 GEMM: {answer['measured_gflops'] / 1e3:.0f})")
+        print(f"GPU TF32 peak for MFU: {peak / 1e3:.0f} TFLOP/s "
+              f"(measured TF32 GEMM: {answer['measured_gflops'] / 1e3:.0f})")
     times = {w.name: [] for w in workers}
     for run in range(args.runs + 1):                      # run 0 warms up
         for w in workers:

@@ -14,4 +14,5 @@ from .byte import ByteTokenizer
 from .errors import CorpusError, DisallowedSpecialTokenError, TokenizerFileError
 from .gpt2 import GPT2Tokenizer
 
-__all__ = ["Tokenizer", "ByteTokenizer", "GPT2Tokenizer", "TokenizerFileError", "DisallowedSpecialTokenError", "CorpusError"]
+__all__ = ["Tokenizer", "ByteTokenizer", "GPT2Tokenizer", "TokenizerFileError", "DisallowedSpecialTokenError",
+           "CorpusError"]

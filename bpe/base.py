@@ -69,7 +69,8 @@ class Tokenizer:
         ids = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
         if ids and not (min(ids) >= 0 and max(ids) < self.vocab_size):
             bad = next(i for i in ids if not 0 <= i < self.vocab_size)
-            raise ValueError(f"token id {bad} is out of range for tokenizer {self.name} (ids are 0..{self.vocab_size - 1})")
+            raise ValueError(f"token id {bad} is out of range for tokenizer {self.name} "
+                             f"(ids are 0..{self.vocab_size - 1})")
         return b"".join(map(self._tokens.__getitem__, ids))
 
     def decode(self, ids: Iterable[int]) -> str:

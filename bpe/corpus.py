@@ -27,7 +27,8 @@ Job = list[str | int]  # text to encode, and special-token ids, in order
 
 
 def encode_corpus(tokenizer, text_or_documents: str | Iterable[str], *, num_workers: int | None = None,
-                  show_progress: bool = True, allowed_special=frozenset(), chunk_chars: int = CHUNK_CHARS) -> np.ndarray:
+                  show_progress: bool = True, allowed_special=frozenset(),
+                  chunk_chars: int = CHUNK_CHARS) -> np.ndarray:
     """Encode a corpus into one array of ids (``tokenizer.token_dtype``: uint16 when the
     vocabulary fits).
 

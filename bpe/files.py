@@ -72,7 +72,8 @@ def read_bpe_files(vocab_path: str | Path, merges_path: str | Path) -> BPEFiles:
     return BPEFiles(tokens, merge_ranks, special_tokens, digest)
 
 
-def write_bpe_files(out_dir: str | Path, tokens: list[bytes], merges: list[tuple[bytes, bytes]], special_tokens: dict[str, int]) -> tuple[Path, Path]:
+def write_bpe_files(out_dir: str | Path, tokens: list[bytes], merges: list[tuple[bytes, bytes]],
+                    special_tokens: dict[str, int]) -> tuple[Path, Path]:
     """Write ``vocab.json`` and ``merges.txt`` into ``out_dir``; return their paths.
 
     ``tokens`` are the non-special tokens by id; ``special_tokens`` give their own ids.
@@ -116,9 +117,11 @@ def _read_text(path: Path, what: str, expected: str) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except OSError as e:
-        raise TokenizerFileError(f"cannot read {what} file '{path}': {e.strerror or e}; give the path of {expected}") from None
+        raise TokenizerFileError(f"cannot read {what} file '{path}': {e.strerror or e}; "
+                                 f"give the path of {expected}") from None
     except UnicodeDecodeError as e:
-        raise TokenizerFileError(f"{what} file '{path}' is not UTF-8 text (bad byte at offset {e.start}); give the path of {expected}") from None
+        raise TokenizerFileError(f"{what} file '{path}' is not UTF-8 text (bad byte at offset {e.start}); "
+                                 f"give the path of {expected}") from None
 
 
 def _read_vocab(path: Path) -> dict[str, int]:
@@ -127,26 +130,33 @@ def _read_vocab(path: Path) -> dict[str, int]:
     try:
         vocab = json.loads(text)
     except json.JSONDecodeError as e:
-        raise TokenizerFileError(f"vocab file '{path}' is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}; give the path of {expected}") from None
+        raise TokenizerFileError(f"vocab file '{path}' is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}; "
+                                 f"give the path of {expected}") from None
     except RecursionError:
-        raise TokenizerFileError(f"vocab file '{path}' nests too deeply to be a vocabulary; give the path of {expected}") from None
+        raise TokenizerFileError(f"vocab file '{path}' nests too deeply to be a vocabulary; "
+                                 f"give the path of {expected}") from None
     except ValueError:  # json's limit on the digits of an int (4300)
-        raise TokenizerFileError(f"vocab file '{path}' has a number too long to be an id; give the path of {expected}") from None
+        raise TokenizerFileError(f"vocab file '{path}' has a number too long to be an id; "
+                                 f"give the path of {expected}") from None
     if not isinstance(vocab, dict) or not vocab:
-        raise TokenizerFileError(f"vocab file '{path}' must hold a non-empty JSON object mapping token strings to ids, like vocab.json")
+        raise TokenizerFileError(f"vocab file '{path}' must hold a non-empty JSON object "
+                                 "mapping token strings to ids, like vocab.json")
     by_id: dict[int, str] = {}
     for token, i in vocab.items():
         if type(i) is not int:
-            raise TokenizerFileError(f"vocab file '{path}': the id of token {_show(token)} is {_show(i)}, not an integer")
+            raise TokenizerFileError(f"vocab file '{path}': the id of token {_show(token)} is {_show(i)}, "
+                                     "not an integer")
         if not 0 <= i < len(vocab):  # with the ids distinct (below), 0..N-1 then has no gaps
             raise TokenizerFileError(
                 f"vocab file '{path}': the id of token {_show(token)} is {_show(i)}, outside 0..{len(vocab) - 1}; "
                 f"the {len(vocab)} ids must be 0..{len(vocab) - 1} with no gaps"
             )
         if i in by_id:
-            raise TokenizerFileError(f"vocab file '{path}': id {i} is given to both {_show(by_id[i])} and {_show(token)}; each id must be used once")
+            raise TokenizerFileError(f"vocab file '{path}': id {i} is given to both {_show(by_id[i])} "
+                                     f"and {_show(token)}; each id must be used once")
         if not _is_unicode(token):
-            raise TokenizerFileError(f"vocab file '{path}': token {_show(token)} (id {i}) is not valid Unicode (a lone surrogate \\u escape)")
+            raise TokenizerFileError(f"vocab file '{path}': token {_show(token)} (id {i}) is not valid Unicode "
+                                     "(a lone surrogate \\u escape)")
         by_id[i] = token
     return vocab
 
@@ -160,13 +170,14 @@ def _read_merges(path: Path, spelled: dict[str, bytes | None], vocab_path: Path)
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise TokenizerFileError(f"merges file '{path}' line {number}: expected two tokens separated by a space, got {_show(line)}")
+            raise TokenizerFileError(f"merges file '{path}' line {number}: expected two tokens separated by a space, "
+                                     f"got {_show(line)}")
         left, right = parts
         for token in (left, right, left + right):
             if token not in spelled:
                 raise TokenizerFileError(
-                    f"merges file '{path}' line {number}: token {_show(token)} of merge {_show(line)} is not in vocab file "
-                    f"'{vocab_path}'; check that the vocab and merges files belong together"
+                    f"merges file '{path}' line {number}: token {_show(token)} of merge {_show(line)} "
+                    f"is not in vocab file '{vocab_path}'; check that the vocab and merges files belong together"
                 )
         if spelled[left + right] is None:
             raise TokenizerFileError(

@@ -22,7 +22,8 @@ from .errors import DisallowedSpecialTokenError
 ENDOFTEXT = "<|endoftext|>"
 
 
-def resolve_special(special_tokens: dict[str, int], allowed_special, disallowed_special) -> tuple[dict[str, int], frozenset[str]]:
+def resolve_special(special_tokens: dict[str, int], allowed_special,
+                    disallowed_special) -> tuple[dict[str, int], frozenset[str]]:
     """Turn the two arguments of ``encode`` into {allowed text: id} and the disallowed texts."""
     allowed = _names(special_tokens, allowed_special, "allowed_special")
     disallowed = _names(special_tokens, disallowed_special, "disallowed_special")

@@ -53,7 +53,8 @@ Pair = tuple[int, int]
 def count_words(texts: list[str], show_progress: bool = False) -> Counter[bytes]:
     """How often each pre-token occurs, as UTF-8 bytes. ``<|endoftext|>`` separates text."""
     counts: Counter[str] = Counter()
-    with tqdm(total=sum(map(len, texts)), unit="char", unit_scale=True, desc="counting pieces", disable=not show_progress) as bar:
+    with tqdm(total=sum(map(len, texts)), unit="char", unit_scale=True, desc="counting pieces",
+              disable=not show_progress) as bar:
         for text in texts:
             for document in text.split(ENDOFTEXT):
                 for chunk in split_at_safe_cuts(document, 1 << 20):
@@ -66,7 +67,8 @@ def count_words(texts: list[str], show_progress: bool = False) -> Counter[bytes]
     return words
 
 
-def learn_merges(word_counts: dict[bytes, int], num_merges: int, show_progress: bool = True) -> list[tuple[bytes, bytes]]:
+def learn_merges(word_counts: dict[bytes, int], num_merges: int,
+                 show_progress: bool = True) -> list[tuple[bytes, bytes]]:
     """Up to ``num_merges`` merges, most frequent first (fewer if no pairs are left)."""
     token_bytes = [bytes([b]) for b in range(256)]  # id -> bytes
     id_of = {t: i for i, t in enumerate(token_bytes)}
@@ -145,7 +147,8 @@ def train(texts: list[str], vocab_size: int, out_dir: str | Path, show_progress:
 
 def check_vocab_size(vocab_size: int) -> None:
     if vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + <|endoftext|>), got {vocab_size}")
+        raise ValueError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + <|endoftext|>), "
+                         f"got {vocab_size}")
 
 
 def read_corpus(path: str | Path) -> list[str]:
@@ -153,16 +156,19 @@ def read_corpus(path: str | Path) -> list[str]:
     ones skipped). Bytes that are not UTF-8 become U+FFFD, with a warning on stderr."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(p for p in path.rglob("*")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
         if not files:
-            raise CorpusError(f"--input directory '{path}' holds no files; give a text file or a directory of text files")
+            raise CorpusError(f"--input directory '{path}' holds no files; "
+                              "give a text file or a directory of text files")
     elif path.exists():
         files = [path]
     else:
         raise CorpusError(f"--input '{path}' does not exist; give a text file or a directory of text files")
     texts = [read_text(p) for p in files]
     if not any(texts):
-        raise CorpusError(f"corpus '{path}' is empty; give a text file or a directory of text files with some text in it")
+        raise CorpusError(f"corpus '{path}' is empty; give a text file or a directory of text files "
+                          "with some text in it")
     return texts
 
 
@@ -174,8 +180,10 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> None:
     parser = _Parser(prog="python -m bpe.train", description="Learn byte-level BPE merges (GPT-2 style) from a corpus.")
-    parser.add_argument("--input", required=True, help="a UTF-8 text file, or a directory of them (each file a document)")
-    parser.add_argument("--vocab-size", type=int, required=True, help=f"ids in all, including <|endoftext|> (at least {MIN_VOCAB_SIZE})")
+    parser.add_argument("--input", required=True,
+                        help="a UTF-8 text file, or a directory of them (each file a document)")
+    parser.add_argument("--vocab-size", type=int, required=True,
+                        help=f"ids in all, including <|endoftext|> (at least {MIN_VOCAB_SIZE})")
     parser.add_argument("--out", required=True, help="directory to write vocab.json and merges.txt into")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

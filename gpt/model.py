@@ -155,8 +155,8 @@ class GPT:
         GPU). With targets and keep_cache, the activations needed by backward() are kept.
         train=True enables dropout, with masks derived from the integer `dropout_seed` and the
         place of idx's rows in the whole batch (first_row: the batch row of idx[0]; a shard of a
-        batch draws the masks the whole batch would, minigrad.dropout). return_logits=False (with targets) returns None for the logits
-        and lets the loss reuse their memory."""
+        batch draws the masks the whole batch would, minigrad.dropout). return_logits=False (with
+        targets) returns None for the logits and lets the loss reuse their memory."""
         ops, cfg = self.ops, self.config
         need_grad = targets is not None and keep_cache
         x, c = self.transformer_forward(idx, train, dropout_seed, keep_grad=need_grad, first_row=first_row)

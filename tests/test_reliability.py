@@ -503,7 +503,8 @@ def _kill_at(out, args, moment):
             while time.perf_counter() < end:                 # or the steps after it
                 pass
         else:
-            while proc.poll() is None and not (out.is_dir() and any(n.startswith(".ckpt.npz.") for n in os.listdir(out))):
+            while proc.poll() is None and not (out.is_dir()
+                                               and any(n.startswith(".ckpt.npz.") for n in os.listdir(out))):
                 pass
         finished = proc.poll() is not None
         proc.kill()
@@ -598,7 +599,8 @@ def test_a_checkpoint_of_another_format_is_refused_without_calling_it_corrupt(tm
     out = tmp_path / "run"
     assert train.main(FAST + ["--max-steps", "3", "--out-dir", str(out)]) == 0
     loaded = load_checkpoint(str(out / CHECKPOINT_NAME))
-    rewrite(out / CHECKPOINT_NAME, loaded.arrays, {k: v for k, v in loaded.meta.items() if k not in ("format", "sha256")})
+    rewrite(out / CHECKPOINT_NAME, loaded.arrays,
+            {k: v for k, v in loaded.meta.items() if k not in ("format", "sha256")})
     result = run_cli("--resume", "--max-steps", "5", "--out-dir", out)
     assert_clean_error(result, "is of format 1", "reads format 2")
     assert "delete" not in result.stderr and "corrupt" not in result.stderr
@@ -625,7 +627,8 @@ def test_crafted_saved_options_are_one_line(tmp_path):
     loaded = load_checkpoint(str(out / CHECKPOINT_NAME))
     for key, value in (("batch_size", "16"), ("batch_size", -4), ("lr", None), ("sampling", "shuffled"),
                        ("local_vocab", 1), ("data", "a\0b"), ("prompt", "\ud800"), ("zero", 2)):
-        rewrite(out / CHECKPOINT_NAME, stored(loaded), {**loaded.meta, "options": {**loaded.meta["options"], key: value}})
+        rewrite(out / CHECKPOINT_NAME, stored(loaded),
+                {**loaded.meta, "options": {**loaded.meta["options"], key: value}})
         with pytest.raises(CheckpointError, match=f"option {key}"):
             train.resolve_options(["--resume", "--out-dir", str(out)])
 

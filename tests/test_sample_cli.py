@@ -60,7 +60,8 @@ def test_prints_prompt_and_continuation_reproducibly(run_dir):
 
 def test_greedy_is_the_same_with_and_without_kv_cache_and_from_the_hf_export(run_dir):
     runs = [sample("--out-dir", run_dir, "--prompt", "abc", "--max-new-tokens", 40, "--temperature", 0),
-            sample("--out-dir", run_dir, "--prompt", "abc", "--max-new-tokens", 40, "--temperature", 0, "--no-kv-cache"),
+            sample("--out-dir", run_dir, "--prompt", "abc", "--max-new-tokens", 40, "--temperature", 0,
+                   "--no-kv-cache"),
             sample("--init-from", run_dir / "hf", "--prompt", "abc", "--max-new-tokens", 40, "--temperature", 0),
             sample("--out-dir", run_dir, "--prompt", "abc", "--max-new-tokens", 40, "--temperature", 0,
                    "--kernels", "reference")]

@@ -1,5 +1,6 @@
-"""ruff's lint over the repository (pyproject.toml's [tool.ruff]: pyflakes, pycodestyle's
-errors, sorted imports): unused or undefined names and unsorted imports fail the suite."""
+"""ruff's lint over the repository (pyproject.toml's [tool.ruff]: pyflakes, pycodestyle's errors,
+lines of at most 120 characters, sorted imports): unused or undefined names, long lines and
+unsorted imports fail the suite."""
 import importlib.util
 import subprocess
 import sys

@@ -276,7 +276,8 @@ def read_hf_tensors(hf_dir):
         if listed is not None and set(header) != listed:
             stray = sorted(set(header) ^ listed)[0]
             raise HFFormatError(f"{os.path.join(hf_dir, WEIGHTS_INDEX_NAME)} and {path} disagree: the index "
-                                f"{'does not place' if stray in header else 'places'} {short_repr(stray)} in that shard")
+                                f"{'does not place' if stray in header else 'places'} {short_repr(stray)} "
+                                "in that shard")
         for stored, info in header.items():
             name = stored[len(PREFIX):] if stored.startswith(PREFIX) else stored
             if name.endswith(".attn.masked_bias") or (name.endswith(".attn.bias") and len(info["shape"]) == 4):

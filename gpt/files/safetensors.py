@@ -133,8 +133,8 @@ def _check_entry(path, name, info):
         raise SafetensorsError(f"{where} has shape {short_repr(shape)}, too large for any array")
     begin, end = offsets
     if end - begin != math.prod(shape) * itemsize:
-        raise SafetensorsError(f"{where}: shape {short_repr(shape)} of {dtype} needs {math.prod(shape) * itemsize} bytes, "
-                               f"but data_offsets {begin}..{end} hold {end - begin}")
+        raise SafetensorsError(f"{where}: shape {short_repr(shape)} of {dtype} needs {math.prod(shape) * itemsize} "
+                               f"bytes, but data_offsets {begin}..{end} hold {end - begin}")
 
 
 def _check_tiling(path, header, data_size):
@@ -142,7 +142,8 @@ def _check_tiling(path, header, data_size):
     position = 0
     for name, (begin, end) in sorted(((n, i["data_offsets"]) for n, i in header.items()), key=lambda t: t[1]):
         if begin != position:
-            what = "overlaps the tensor before it" if begin < position else f"leaves a hole at bytes {position}..{begin}"
+            what = ("overlaps the tensor before it" if begin < position
+                    else f"leaves a hole at bytes {position}..{begin}")
             raise SafetensorsError(f"{path}: tensor {short_repr(name)} at bytes {begin}..{end} of the data {what}")
         position = end
     if position != data_size:

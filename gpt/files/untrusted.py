@@ -41,9 +41,9 @@ _REPR.maxlevel = 2
 
 def strict_json(text):
     """json.loads for untrusted files. Raises ValueError with a one-line reason for what Python's
-    json accepts beyond JSON (NaN, Infinity, numbers too large for a float), duplicate keys (JSON leaves their meaning open),
-    integers of more than 20 digits (past uint64, and slow to convert) and nesting too deep to
-    parse (json's RecursionError)."""
+    json accepts beyond JSON (NaN, Infinity, numbers too large for a float), duplicate keys
+    (JSON leaves their meaning open), integers of more than 20 digits (past uint64, and slow to
+    convert) and nesting too deep to parse (json's RecursionError)."""
     try:
         return json.loads(text, parse_constant=_no_constant, parse_int=_short_int, parse_float=_finite_float,
                           object_pairs_hook=_no_duplicates)

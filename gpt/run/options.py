@@ -153,7 +153,8 @@ class TrainConfig:
         if self.local_vocab and self.tokenizer == "byte":
             raise UsageError("--local-vocab applies to BPE; add --tokenizer gpt2")
         if self.init_from and not self.resume:
-            given = [k for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size") if getattr(self, k) is not None]
+            given = [k for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
+                     if getattr(self, k) is not None]
             if given:
                 raise UsageError(f"--init-from takes the architecture from {self.init_from}/config.json; "
                                  f"drop --{given[0].replace('_', '-')}")
@@ -231,8 +232,9 @@ def resolve_options(argv):
         opts.update(check_saved(TrainConfig.from_saved(meta["options"]), saved.path))
         for key in TrainConfig.of_kind("run"):
             if key in given and key in meta["options"] and given[key] != meta["options"][key]:
-                raise UsageError(f"--resume: the checkpoint in {out_dir} was trained with {key}={meta['options'][key]!r}, "
-                                 f"not {given[key]!r}; drop the flag or use another --out-dir")
+                raise UsageError(f"--resume: the checkpoint in {out_dir} was trained with "
+                                 f"{key}={meta['options'][key]!r}, not {given[key]!r}; "
+                                 "drop the flag or use another --out-dir")
         for key in TrainConfig.of_kind("model"):
             if key in given and given[key] != meta["config"][key]:
                 raise UsageError(f"--resume: the checkpoint's model has {key}={meta['config'][key]}, not {given[key]}; "

@@ -23,7 +23,8 @@ def write_loss_plot(path, history):
         return f"{x:.1f},{y:.1f}"
 
     def polyline(series, color):
-        return f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{" ".join(xy(*p) for p in series)}"/>'
+        return (f'<polyline fill="none" stroke="{color}" stroke-width="1.5" '
+                f'points="{" ".join(xy(*p) for p in series)}"/>')
 
     ticks = []
     for i in range(5):
@@ -37,7 +38,8 @@ def write_loss_plot(path, history):
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="black"/>',
         *ticks,
         f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle">step (last: {x_max})</text>',
-        f'<text x="{PAD}" y="{PAD - 16}">loss — <tspan fill="#1f77b4">train</tspan>, <tspan fill="#d62728">validation</tspan></text>',
+        (f'<text x="{PAD}" y="{PAD - 16}">loss — <tspan fill="#1f77b4">train</tspan>, '
+         '<tspan fill="#d62728">validation</tspan></text>'),
         polyline(train, "#1f77b4"),
     ]
     if val:

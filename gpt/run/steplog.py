@@ -42,7 +42,8 @@ class StepLog:
         if not records:
             return 0.0
         xp = self.backend.xp
-        host = self.backend.to_host(xp.stack([xp.asarray(v) for r in records for v in (r["train_loss"], r["grad_norm"])]))
+        host = self.backend.to_host(xp.stack([xp.asarray(v) for r in records
+                                              for v in (r["train_loss"], r["grad_norm"])]))
         for i, r in enumerate(records):                           # host: (2 n,) loss, norm, loss, ...
             r["train_loss"], r["grad_norm"] = float(host[2 * i]), float(host[2 * i + 1])
             r["elapsed"] = round(self.elapsed + window * (i + 1) / len(records), 3)

@@ -113,7 +113,8 @@ def test_heap_merge_equals_simple_merge(gpt2, piece):
 @given(st.text(max_size=60))
 def test_pattern_equals_tiktokens_spelling(text):
     """The readable GPT-2 pattern gives the same pieces as tiktoken's possessive one."""
-    tiktoken_pattern = regex.compile(r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""")
+    tiktoken_pattern = regex.compile(r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++"""
+                                     r"""|\s++$|\s+(?!\S)|\s""")
     assert pretokenize(text) == tiktoken_pattern.findall(text)
     assert "".join(pretokenize(text)) == text
 

@@ -55,7 +55,8 @@ def test_large_corpus_sample(ours, ref):
             assert ours.decode(ids) == text
 
 
-@pytest.mark.skipif(os.environ.get("BPE_FULL") != "1", reason="set BPE_FULL=1 to compare all of large.txt (about a minute)")
+@pytest.mark.skipif(os.environ.get("BPE_FULL") != "1",
+                    reason="set BPE_FULL=1 to compare all of large.txt (about a minute)")
 def test_large_corpus_whole(ours, ref):
     if not LARGE.exists():
         pytest.skip(f"{LARGE} is absent (it lives in the project's ../shared)")
@@ -88,7 +89,8 @@ FRAGMENTS = [
     *NOT_QUITE_WHITESPACE,
 ]
 whitespace_runs = st.text(alphabet=WHITESPACE, min_size=1, max_size=6)
-pieces = st.one_of(st.sampled_from(FRAGMENTS), whitespace_runs, st.sampled_from(FRAGMENTS).map(lambda f: " " + f), st.text(max_size=4))
+pieces = st.one_of(st.sampled_from(FRAGMENTS), whitespace_runs, st.sampled_from(FRAGMENTS).map(lambda f: " " + f),
+                   st.text(max_size=4))
 gpt2_text = st.lists(pieces, max_size=40).map("".join)
 any_text = st.text(max_size=60)
 SETTINGS = settings(max_examples=300, deadline=None)

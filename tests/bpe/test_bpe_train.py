@@ -18,7 +18,8 @@ TINY = ROOT / "data" / "tiny_shakespeare.txt"
 
 @pytest.fixture(scope="module")
 def corpus():
-    text = TINY.read_text(encoding="utf-8")[:30_000] if TINY.exists() else "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 500
+    text = (TINY.read_text(encoding="utf-8")[:30_000] if TINY.exists()
+            else "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 500)
     return text + "\nNaïve café, 東京 😀 ünïcödé, 3.14159 and 42!\n"
 
 

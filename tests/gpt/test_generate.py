@@ -87,7 +87,8 @@ def test_forward_cached_batches_and_refuses_to_overflow():
     idx = np.array([random_ids(4, seed=1), random_ids(4, seed=2)])   # (2, 4)
     logits = forward_cached(model, idx, KVCache(model, batch_size=2))
     for b in range(2):
-        np.testing.assert_allclose(logits[b], next_token_logits(model, idx[b].tolist()), atol=1e-5 * np.abs(logits).max())
+        np.testing.assert_allclose(logits[b], next_token_logits(model, idx[b].tolist()),
+                                   atol=1e-5 * np.abs(logits).max())
     cache = KVCache(model)
     forward_cached(model, np.array([random_ids(BLOCK)]), cache)
     with pytest.raises(ValueError, match="exceed block_size"):
@@ -107,7 +108,8 @@ def test_greedy_with_and_without_cache_gives_identical_tokens(prompt_len):
 def test_sampling_with_and_without_cache_gives_identical_tokens():
     model = tiny_model(seed=2)
     kwargs = dict(temperature=0.9, top_k=20, top_p=0.95, seed=7)
-    assert list(generate(model, [3], 2 * BLOCK, **kwargs)) == list(generate(model, [3], 2 * BLOCK, use_cache=False, **kwargs))
+    assert (list(generate(model, [3], 2 * BLOCK, **kwargs))
+            == list(generate(model, [3], 2 * BLOCK, use_cache=False, **kwargs)))
 
 
 def test_padding_columns_are_never_sampled():

@@ -128,7 +128,8 @@ def engine_uses():
                 continue
             elif isinstance(node.value, ast.Name) and node.value.id == "rng":
                 rng_methods.setdefault(node.attr, set()).update(kws)
-            elif node.attr in ndarray_names and not (isinstance(node.value, ast.Name) and node.value.id in ("math", "np")):
+            elif node.attr in ndarray_names and not (isinstance(node.value, ast.Name)
+                                                     and node.value.id in ("math", "np")):
                 methods.setdefault(node.attr, set()).update(kws)
     return chains, methods, rng_methods
 

@@ -17,7 +17,7 @@ from gpt.model import GPT, buffer_size, parameter_shapes, tensor_views
 from minigrad import AdamW, Backend, kernels
 from minigrad.backend import _probe_cuda
 
-# The budgets of issue 11, for a GPT-2-shaped step (12 layers, T = 1024).
+# The launch budgets of a GPT-2-shaped step (12 layers, T = 1024), as docs/gpu.md states them.
 LAUNCHES_PER_LAYER = 50
 LAUNCHES_PER_STEP = 650
 OPTIMIZER_LAUNCHES = 6
@@ -174,7 +174,8 @@ def test_cuda_model_equals_the_cpu_model(device, dropout, kind):
             model.backward()
             norm = model.ops.clip_grad_norm(model.grads, 0.5)
             opt.step(1e-3)
-        results.append([float(loss), float(norm), model.backend.to_host(model.grads), model.backend.to_host(model.params)])
+        results.append([float(loss), float(norm), model.backend.to_host(model.grads),
+                        model.backend.to_host(model.params)])
     for ours, theirs in zip(results[1], results[0]):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
 
@@ -315,7 +316,8 @@ def test_a_kernel_that_disagrees_with_its_reference_is_replaced(standin, capsys,
     back; the verdict is cached per device and kernel source, so the next process is silent."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     add_bias = standin.TWINS["add_bias"]
-    monkeypatch.setitem(standin.TWINS, "add_bias", lambda out, *args, **kw: add_bias(out, *args, **kw) or out.__imul__(2))
+    monkeypatch.setitem(standin.TWINS, "add_bias",
+                        lambda out, *args, **kw: add_bias(out, *args, **kw) or out.__imul__(2))
     ops = kernels("cuda", "fast")
     err = capsys.readouterr().err
     assert "the linear kernels fail their self-test" in err and "max error" in err

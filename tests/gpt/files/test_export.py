@@ -234,11 +234,13 @@ def test_export_cli(tmp_path):
     meta = {"step": 0, "config": model.config.to_dict(), "options": {"tokenizer": "byte"}, "tokenizer": "byte-256"}
     zeros = np.zeros_like(model.params)
     save_checkpoint(str(tmp_path / "ckpt.npz"), model.params, zeros, zeros, meta)
-    run = subprocess.run([sys.executable, "-m", "gpt.export", "--out-dir", str(tmp_path), "--hf-dir", str(tmp_path / "hf")],
+    run = subprocess.run([sys.executable, "-m", "gpt.export", "--out-dir", str(tmp_path),
+                          "--hf-dir", str(tmp_path / "hf")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     np.testing.assert_array_equal(load_hf_gpt2(tmp_path / "hf", CPU).params, model.params)
-    run = subprocess.run([sys.executable, "-m", "gpt.export", "--out-dir", str(tmp_path / "none"), "--hf-dir", str(tmp_path / "x")],
+    run = subprocess.run([sys.executable, "-m", "gpt.export", "--out-dir", str(tmp_path / "none"),
+                          "--hf-dir", str(tmp_path / "x")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and run.stderr.startswith("error: no checkpoint") and "Traceback" not in run.stderr
 
@@ -250,7 +252,8 @@ def test_export_cli(tmp_path):
 def hf():
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -r requirements-dev.txt)",
                                 exc_type=ImportError)
-    transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install -r requirements-dev.txt)",
+    transformers = pytest.importorskip("transformers",
+                                       reason="transformers is not installed (pip install -r requirements-dev.txt)",
                                        exc_type=ImportError)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -103,7 +103,8 @@ def test_resume_across_world_sizes(tmp_path, single):
 
 
 def test_ranks_that_disagree_are_refused_in_one_line(tmp_path):
-    command = [sys.executable, os.path.join(ROOT, "train.py"), *RUN, "--max-steps", "2", "--out-dir", str(tmp_path / "o")]
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *RUN, "--max-steps", "2",
+               "--out-dir", str(tmp_path / "o")]
     result = subprocess.run([MPIRUN, "-np", "1", *command, "--lr", "1e-3", ":", "-np", "1", *command, "--lr", "2e-3"],
                             capture_output=True, text=True, timeout=120, cwd=ROOT, env=MPI_ENV)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -113,7 +114,8 @@ def test_ranks_that_disagree_are_refused_in_one_line(tmp_path):
 
 def test_an_error_on_one_rank_is_one_line_and_ends_every_rank(tmp_path):
     """Data missing on one node: one line naming the rank, every rank exits (none waits for it)."""
-    command = [sys.executable, os.path.join(ROOT, "train.py"), *RUN, "--max-steps", "2", "--out-dir", str(tmp_path / "o")]
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *RUN, "--max-steps", "2",
+               "--out-dir", str(tmp_path / "o")]
     result = subprocess.run([MPIRUN, "-np", "1", *command, ":", "-np", "1", *command, "--data", str(tmp_path / "none")],
                             capture_output=True, text=True, timeout=120, cwd=ROOT, env=MPI_ENV)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -140,7 +140,8 @@ def test_worker_processes_end_with_the_program():
     """The workers end on close(), and when the main process exits, even by SIGKILL."""
     code = (
         "import os, signal, sys, numpy as np\n"
-        "from gpt.config import GPTConfig\nfrom gpt.model import GPT\nfrom gpt.parallel.workers import DataParallel, model_buffers\n"
+        "from gpt.config import GPTConfig\nfrom gpt.model import GPT\n"
+        "from gpt.parallel.workers import DataParallel, model_buffers\n"
         "from minigrad import Backend\n"
         "cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=50)\n"
         "backend = Backend('cpu', 'float64')\n"

@@ -156,12 +156,12 @@ class Trainer:
         if self.step >= cfg.max_steps:
             print(f"nothing to do: the run already has {self.step} steps (raise --max-steps to continue)")
             return 0
-        try:
-            # A diverging run overflows; the step log reports the non-finite loss itself, in one line.
-            with StopSignals() as self.stop, np.errstate(over="ignore", invalid="ignore"):
+        # A diverging run overflows; the step log reports the non-finite loss itself, in one line.
+        with StopSignals() as self.stop, np.errstate(over="ignore", invalid="ignore"):
+            try:
                 status = self._loop()
-        except WorkerError as e:                  # the steps before it are good: keep them
-            raise WorkerError(f"{e}; {self._save_after_fault()}") from None
+            except WorkerError as e:              # the steps before it are good: keep them
+                raise WorkerError(f"{e}; {self._save_after_fault()}") from None
         if status == 0:
             self.sample("after training")
         return status
@@ -170,6 +170,7 @@ class Trainer:
         """Steps until --max-steps, a --target-loss or a stop signal; each step's record is read
         back every --log-interval, and every --eval-interval evaluated and saved."""
         cfg = self.cfg
+        self.log.restart_window()                 # training time starts here, not at setup
         with tqdm(total=cfg.max_steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True,
                   disable=self.world.rank != 0) as bar:   # the bar ends its line before any error message
             while self.step < cfg.max_steps:
@@ -253,8 +254,8 @@ class Trainer:
     # --- checkpoints
 
     def save(self):
-        """The checkpoint of this step (every rank sends its slice of AdamW's moments; rank 0
-        writes), with the curve and the plot."""
+        """The checkpoint of this step, with the curve and the plot (rank 0 writes; with --zero 1
+        every rank first sends its slice of AdamW's moments)."""
         to_host, state = self.backend.to_host, self.optimizer.state_dict()
         m, v = (self.sync.gather(to_host(state[k])) for k in ("m", "v"))
         self.files.save(self.step, to_host(self.model.params), m, v, self._meta(), self.log.history)

@@ -92,7 +92,8 @@ def clip_grad_norm(grads, max_norm, total=None):
     the slices' holders).
 
     Returns the norm before clipping as a 0-d array of grads' module: on a GPU it stays on
-    the device (no sync), and so does the decision to scale. A non-finite norm scales nothing.
+    the device (no sync), and so does the decision to scale. A NaN norm scales nothing; an
+    infinite one zeroes the gradient (the run then stops as diverged: the norm is logged).
     """
     xp = get_array_module(grads)
     squares = xp.reshape(xp.dot(grads, grads), (1,))

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -332,3 +333,36 @@ def test_more_workers_than_cores_are_capped_with_a_note(tmp_path):
     assert f"note: --workers 64 is more than the {available_cores()} cores this process may use" in result.stdout
     workers = f", {available_cores()} worker processes" if available_cores() > 1 else ""
     assert f"float32{workers})" in result.stdout
+
+
+def test_resume_may_read_the_data_from_another_path(tmp_path, monkeypatch):
+    """--data is where the corpus is, not what the run is: a resumed run accepts the same file by
+    a relative path, or a copy elsewhere."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(open(CORPUS, "rb").read()[:200_000])
+    out = tmp_path / "run"
+    assert train.main(FAST + ["--data", str(corpus), "--max-steps", "2", "--out-dir", str(out)]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert train.main(["--resume", "--data", "corpus.txt", "--max-steps", "3", "--out-dir", str(out)]) == 0
+    moved = tmp_path / "elsewhere" / "corpus.txt"
+    moved.parent.mkdir()
+    moved.write_bytes(corpus.read_bytes())
+    assert train.main(["--resume", "--data", str(moved), "--max-steps", "4", "--out-dir", str(out)]) == 0
+    assert load_checkpoint(str(out / "ckpt.npz")).meta["step"] == 4
+
+
+def test_training_time_starts_with_the_loop(tmp_path, monkeypatch):
+    """The curve's elapsed seconds count training only: the setup and the sample before it do not
+    (a fake clock that the sample moves 1,000 s)."""
+    from gpt.run import steplog
+    now = [0.0]
+
+    def clock():                                  # 1 ms a reading, and 1,000 s for the sample
+        now[0] += 0.001
+        return now[0]
+    monkeypatch.setattr(steplog, "time", SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(train.Trainer, "sample", lambda self, label: now.__setitem__(0, now[0] + 1000.0))
+    out = tmp_path / "run"
+    assert train.main(FAST + ["--max-steps", "3", "--out-dir", str(out)]) == 0
+    elapsed = [r["elapsed"] for r in load_checkpoint(str(out / "ckpt.npz")).history]
+    assert len(elapsed) == 3 and 0 < max(elapsed) < 1.0, elapsed

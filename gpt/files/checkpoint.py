@@ -162,7 +162,7 @@ def load_checkpoint(path, moments=True):
     try:
         with zipfile.ZipFile(path) as z:
             meta = _read_meta(z, path)
-            if meta.get("format") != FORMAT:             # format 1 kept no curve and no digests
+            if not (is_count(meta.get("format")) and meta["format"] == FORMAT):   # format 1: no curve, no digests
                 raise CheckpointError(f"checkpoint {path} is of format {short_repr(meta.get('format', 1))}; this "
                                       f"version reads format {FORMAT}: resume it with the version that wrote it, "
                                       "or start a new run in another --out-dir")
@@ -281,13 +281,12 @@ def _check_meta(meta, arrays, path):
         if name in arrays:
             need(arrays[name].shape == params.shape and arrays[name].dtype == params.dtype,
                  f"its {name} does not match the parameters")
-    if meta.get("format", 1) >= 2:
-        sha = meta.get("sha256")
-        need(isinstance(sha, dict), "it has no array digests")
-        curve = arrays["curve"]
-        need(curve.ndim == 2 and curve.shape[1] == len(CURVE_FIELDS), "its loss curve has the wrong shape")
-        counts = curve[:, [CURVE_FIELDS.index("step"), CURVE_FIELDS.index("tokens")]]
-        need(bool(np.all((counts >= 0) & (counts < 2**53) & (counts == np.floor(counts)))),
-             "its loss curve's steps or token counts are not whole numbers")
-        for name, array in arrays.items():
-            need(sha.get(name) == digest(array), f"the digest of its {name!r} array does not match (damaged on disk?)")
+    sha = meta.get("sha256")
+    need(isinstance(sha, dict), "it has no array digests")
+    curve = arrays["curve"]
+    need(curve.ndim == 2 and curve.shape[1] == len(CURVE_FIELDS), "its loss curve has the wrong shape")
+    counts = curve[:, [CURVE_FIELDS.index("step"), CURVE_FIELDS.index("tokens")]]
+    need(bool(np.all((counts >= 0) & (counts < 2**53) & (counts == np.floor(counts)))),
+         "its loss curve's steps or token counts are not whole numbers")
+    for name, array in arrays.items():
+        need(sha.get(name) == digest(array), f"the digest of its {name!r} array does not match (damaged on disk?)")

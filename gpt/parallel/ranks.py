@@ -45,7 +45,7 @@ def launched_size():
 class AllRanksError(UserError):
     """An error every rank raises at the same point, after a collective (so no rank is left
     waiting in one): rank 0 prints it, and every rank exits. Any other error on a rank ends
-    the whole job through MPI_Abort (train.py), since the others would wait for it forever."""
+    the whole job through MPI_Abort (run_on_every_rank), since the others would wait for it forever."""
 
 
 class Solo:

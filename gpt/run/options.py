@@ -31,6 +31,7 @@ from .cli import LineParser, number
 HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DATA = os.path.join(HERE, "data", "tiny_shakespeare.txt")
 
+PATH_OPTIONS = ("data", "bpe_vocab", "bpe_merges", "init_from")
 # Argument types: argparse names the flag in its message.
 POSITIVE_INT = number(int, lambda v: v > 0, "> 0")
 NONNEG_INT = number(int, lambda v: v >= 0, ">= 0")
@@ -52,7 +53,7 @@ class TrainConfig:
     tiny-shakespeare in about three minutes on 2 CPU cores. The model fields (None: the
     preset's) only override --preset."""
     data: str = option(DEFAULT_DATA, "data", "text file or directory of text files (default: the bundled "
-                       "tiny-shakespeare)", kind="run")
+                       "tiny-shakespeare); a resumed run may read it from another place")
     tokenizer: str = option("byte", "data", "byte: 256 byte ids; gpt2: GPT-2 BPE (default: {default})", kind="run",
                             choices=["byte", "gpt2"])
     bpe_vocab: str | None = option(None, "data", "vocab.json (or encoder.json) of another BPE vocabulary; implies "
@@ -222,7 +223,7 @@ def check_saved(options, path):
 def resolve_options(argv):
     """Command line > checkpoint's saved options (with --resume) > TrainConfig's defaults.
     -> (TrainConfig, the gpt.files.checkpoint.Checkpoint with --resume, else None)."""
-    given = vars(build_parser().parse_args(argv))
+    given = _absolute_paths(vars(build_parser().parse_args(argv)))
     opts = asdict(TrainConfig())
     saved = None
     if given.get("resume"):
@@ -244,13 +245,17 @@ def resolve_options(argv):
         opts["tokenizer"] = "gpt2"
     if opts["init_from"] and not saved and "tokenizer" not in given and "bpe_vocab" not in given:
         opts.update(_tokenizer_of_hf_dir(opts["init_from"]))
-    for path_option in ("data", "bpe_vocab", "bpe_merges", "init_from"):   # a resumed run may start elsewhere
-        if opts[path_option] is not None and not is_url(opts[path_option]):
-            opts[path_option] = os.path.abspath(opts[path_option])
+    opts = _absolute_paths(opts)                        # a resumed run may start elsewhere
     opts["resume"], opts["overwrite"] = bool(given.get("resume")), bool(given.get("overwrite"))
     cfg = TrainConfig(**opts)
     cfg.check()
     return cfg, saved
+
+
+def _absolute_paths(options):
+    """options with its file paths absolute (URLs left as they are, to be refused by the data)."""
+    return {k: os.path.abspath(v) if k in PATH_OPTIONS and v is not None and not is_url(v) else v
+            for k, v in options.items()}
 
 
 def _tokenizer_of_hf_dir(hf_dir):

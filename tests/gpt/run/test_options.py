@@ -12,7 +12,7 @@ def test_every_field_is_a_flag_and_the_kinds_are_the_rules_of_resume():
     assert all(flag_of(f) + " " in help_text or flag_of(f) + "\n" in help_text for f in fields(TrainConfig))
     assert TrainConfig.of_kind("model") == ("n_layer", "n_head", "n_embd", "block_size", "dropout", "vocab_size")
     assert set(TrainConfig.of_kind("session")) == {"out_dir", "resume", "overwrite", "show_window"}
-    assert set(TrainConfig.of_kind("run")) == {"data", "tokenizer", "bpe_vocab", "bpe_merges", "local_vocab", "seed",
+    assert set(TrainConfig.of_kind("run")) == {"tokenizer", "bpe_vocab", "bpe_merges", "local_vocab", "seed",
                                                "batch_size", "grad_accum", "sampling", "val_fraction", "dtype"}
 
 

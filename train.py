@@ -68,10 +68,10 @@ class Trainer:
             print(f"note: --workers {n_workers} is more than the {cores} cores this process may use; using {cores}")
             n_workers = cores
         ops = kernels(self.backend.name, cfg.kernels, threads=n_workers, tf32=cfg.tf32)
-        self.rows = world.rows(cfg.batch_size)   # this rank's rows of every batch
-        self.weight = (self.rows.stop - self.rows.start) / cfg.batch_size   # n_r / B, its weight in a loss
-        self.model, self.tokenizer, tokens = build_model(cfg, saved, self.backend, ops, n_workers, world,
-                                                         self.rows.stop - self.rows.start)
+        self.rows = world.rows(cfg.batch_size)   # this rank's rows of every batch, n_r of them
+        self.n_rows = self.rows.stop - self.rows.start
+        self.weight = self.n_rows / cfg.batch_size                          # n_r / B, its weight in a loss
+        self.model, self.tokenizer, tokens = build_model(cfg, saved, self.backend, ops, n_workers, world, self.n_rows)
         self.config = self.model.config
         train, val = split_tokens(tokens, cfg.val_fraction, self.config.block_size)
         self.n_tokens = len(tokens)
@@ -85,9 +85,7 @@ class Trainer:
         self.optimizer = AdamW(self.model.params[owned], self.sync.optimizer_grads(self.model.grads),
                                self.model.decay_mask()[owned], betas=(cfg.beta1, cfg.beta2),
                                weight_decay=cfg.weight_decay, ops=ops)
-        self.files = RunFiles(cfg.out_dir, writes=world.rank == 0)
-        # ckpt.npz may become ckpt.prev.npz when the next save replaces it: only if it is known good
-        self.files.keep_previous = saved is not None and saved.path == self.files.checkpoint
+        self.files = RunFiles(cfg.out_dir, writes=world.rank == 0, resumed_from=saved.path if saved else None)
         self.step = 0                            # optimizer steps completed
         self.tokens_per_step = cfg.batch_size * self.config.block_size * cfg.grad_accum
         history, elapsed = ([], 0.0) if saved is None else self._restore(saved)
@@ -181,7 +179,7 @@ class Trainer:
                 done = self.step == cfg.max_steps
                 stop = self.world.max_int(self.stop.signum or 0) or None    # any rank's signal stops all
                 evaluate = self.val_data is not None and (self.step % cfg.eval_interval == 0 or done)
-                save = done or evaluate or stop is not None or self.step % cfg.eval_interval == 0
+                save = done or stop is not None or self.step % cfg.eval_interval == 0     # every evaluation
                 if save or self.step % cfg.log_interval == 0:
                     self._show_progress(bar, record)
                 if evaluate:
@@ -238,7 +236,7 @@ class Trainer:
         workers = f", {n} worker processes" if n > 1 else ""
         if self.world.size > 1:
             workers += (f"; rank 0 of {self.world.size} MPI ranks, "
-                        f"{self.rows.stop - self.rows.start} of the {cfg.batch_size} rows")
+                        f"{self.n_rows} of the {cfg.batch_size} rows")
         print(f"device: {self.backend.name} ({xp.__name__} {xp.__version__}, {cfg.dtype}{workers})")
         print(f"model: {self.model}")
         print(f"data: {cfg.data}: {self.n_tokens:,} tokens ({cfg.tokenizer} tokenizer), "

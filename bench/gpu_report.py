@@ -71,11 +71,12 @@ class Report:
     def run(self, log, command, timeout):
         """Run a command (its own process group, cwd the repository) with its output appended to
         logs/<log>; past `timeout` seconds the group gets SIGTERM, then SIGKILL 10 s later.
-        -> (exit status, or 'timeout', the output)."""
+        -> (exit status, or 'timeout', the command's output)."""
         path = os.path.join(self.logs, log)
         with open(path, "a") as f:
             f.write(f"$ {' '.join(command)}\n")
             f.flush()
+            start = os.fstat(f.fileno()).st_size              # where this command's output begins
             proc = self.current = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=f, stderr=subprocess.STDOUT,
                                                    stdin=subprocess.DEVNULL, start_new_session=True)
             try:
@@ -86,10 +87,11 @@ class Report:
             finally:
                 _kill_group(proc)                        # what it left running (workers) goes too
                 self.current = None
+            with open(path, "rb") as written:
+                written.seek(start)
+                output = written.read().decode(errors="replace")
             f.write(f"[exit status: {status}]\n")
-        with open(path, errors="replace") as f:
-            output = f.read()
-        return status, output.rsplit(f"$ {' '.join(command)}\n", 1)[-1]
+        return status, output
 
     def archive(self):
         """Every log so far into OUT/details.tar.gz (replaced atomically)."""
@@ -128,8 +130,9 @@ def _lines(output, prefixes):
     return [line for line in output.splitlines() if line.startswith(prefixes)]
 
 
-def _status(status):
-    return "" if status == 0 else f" [exit status {status}]" if status != "timeout" else " [timed out]"
+def _status(status, fine=(0,)):
+    """[] for a status in `fine`, else the one line that says how the command ended."""
+    return [] if status in fine else ["[timed out]" if status == "timeout" else f"[exit status {status}]"]
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -139,7 +142,7 @@ def machine(r, timeout):
     if shutil.which("nvidia-smi"):
         _, out = r.run("1_machine.txt", ["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
                                          "--format=csv,noheader"], timeout / 2)
-        r.write(*out.splitlines()[:-1])
+        r.write(*out.splitlines())
     else:
         r.write("nvidia-smi: not found")
     probe = ("import sys, numpy, cupy; rt = cupy.cuda.runtime; p = rt.getDeviceProperties(0); "
@@ -150,12 +153,12 @@ def machine(r, timeout):
              "'available', torch.cuda.is_available())\n"
              "except ImportError: print('torch: not installed')")
     status, out = r.run("1_machine.txt", [PYTHON, "-c", probe], timeout / 2)
-    r.write(*out.splitlines()[:-1])
+    r.write(*out.splitlines())
     probe = ("import importlib.util as u; print('packages:', ', '.join("
              "f\"{m} {'yes' if u.find_spec(m) else 'MISSING'}\" "
              f"for m in {PACKAGES!r}))")
     _, out = r.run("1_machine.txt", [PYTHON, "-c", probe], timeout / 4)
-    r.write(*out.splitlines()[:-1])
+    r.write(*out.splitlines())
     status, out = r.run("1_machine.txt", ["git", "log", "-1", "--format=commit %h %cd"], 5) if shutil.which("git") \
         else (None, "")
     r.write(*(out.splitlines()[:1] if status == 0 else ["commit: unknown (no git, or not a git checkout)"]))
@@ -163,7 +166,7 @@ def machine(r, timeout):
 
 def selftest(r, timeout):
     status, out = r.run("2_selftest.txt", [PYTHON, "-m", "minigrad.cuda.selftest"], timeout)
-    r.write(*out.splitlines()[:-1], *([_status(status).strip()] if status else []))
+    r.write(*out.splitlines(), *_status(status))
 
 
 def gpu_tests(r, timeout):
@@ -176,7 +179,7 @@ def gpu_tests(r, timeout):
     counts = {word: sum(1 for _, w in results if w == word) for word in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
     r.write(*[f"{word} {test}" for test, word in results if word != "PASSED"],
             ", ".join(f"{n} {word.lower()}" for word, n in counts.items() if n) or "no test ran",
-            *([_status(status).strip()] if status not in (0, 1) else []))
+            *_status(status, fine=(0, 1)))
 
 
 def resume(r, timeout):
@@ -190,7 +193,7 @@ def resume(r, timeout):
                  [*run, "--out-dir", dirs["resumed"], "--resume"]):
         status, _ = r.run("4_resume.txt", args, deadline - time.monotonic())
         if status != 0:
-            r.write(f"a run failed{_status(status)}: {' '.join(args[1:])}")
+            r.write(f"a run failed {' '.join(_status(status))}: {' '.join(args[1:])}")
             return
     a, b = (np.load(os.path.join(d, "ckpt.npz")) for d in dirs.values())
     same = all(np.array_equal(a[k], b[k]) for k in ("params", "adam_m", "adam_v"))
@@ -202,14 +205,13 @@ def default_run(r, timeout):
              "--eval-interval", "10", "--sample-tokens", "20"] if r.smoke else []
     command = [PYTHON, "train.py", "--device", "cuda", "--out-dir", os.path.join(r.work, "default"), *extra]
     status, out = r.run("5_default_run.txt", command, timeout)
-    r.write(*_lines(out, ("device:", "model:", "step ", "done:", "stopped", "error")), *([_status(status).strip()]
-                                                                                       if status else []))
+    r.write(*_lines(out, ("device:", "model:", "step ", "done:", "stopped", "error")), *_status(status))
 
 
 def _bench(r, log, timeout, *args):
     peak = ["--peak-size", "256"] if r.smoke else []
     status, out = r.run(log, [PYTHON, "bench/train_step.py", "--device", "cuda", "--vs-torch", *peak, *args], timeout)
-    r.write(*_lines(out, BENCH_LINES), *([_status(status).strip()] if status else []))
+    r.write(*_lines(out, BENCH_LINES), *_status(status))
 
 
 def char_model(r, timeout):

@@ -49,8 +49,7 @@ class ZeroOne:
         chunk = -(-n // world.size)
         bounds = [(min(r * chunk, n), min((r + 1) * chunk, n)) for r in range(world.size)]
         self.world, self.counts = world, [hi - lo for lo, hi in bounds]
-        self.lo, self.hi = bounds[world.rank]
-        self.owned = slice(self.lo, self.hi)
+        self.owned = slice(*bounds[world.rank])
 
     def optimizer_grads(self, model_grads):
         """A gradient slice of this rank's own, which the reduce-scatter fills."""

@@ -31,12 +31,14 @@ TEMPORARY = re.compile(rf"(\.{RUN_FILE}\.[a-z0-9_]{{8}}|{RUN_FILE})\.tmp")
 
 class RunFiles:
     """The files one run writes into out_dir. writes: whether this process writes them
-    (rank 0). keep_previous: whether the checkpoint there now is known good, so that the next
-    save keeps it as ckpt.prev.npz (a resumed run sets it; every save makes it true)."""
+    (rank 0); resumed_from: the checkpoint file the run was read from, if any."""
 
-    def __init__(self, out_dir, writes=True):
-        self.out_dir, self.writes, self.keep_previous = out_dir, writes, False
+    def __init__(self, out_dir, writes=True, resumed_from=None):
+        self.out_dir, self.writes = out_dir, writes
         self.checkpoint = os.path.join(out_dir, CHECKPOINT_NAME)
+        # The next save keeps the checkpoint there as ckpt.prev.npz only when it is known good:
+        # this run read it, or wrote it.
+        self.keep_previous = resumed_from == self.checkpoint
         self.saved_step = None                   # the step of the last checkpoint this session wrote
 
     def save(self, step, params, adam_m, adam_v, meta, history):
@@ -44,7 +46,7 @@ class RunFiles:
         plot. A full disk or a read-only directory is one WriteError line."""
         if self.writes:
             save_checkpoint(self.checkpoint, params, adam_m, adam_v, meta, history, keep_previous=self.keep_previous)
-        self.saved_step, self.keep_previous = step, True
+        self.saved_step, self.keep_previous = step, True     # saved, whatever becomes of its copies
         if self.writes:
             write_json(os.path.join(self.out_dir, CURVE_NAME), history)
             write_loss_plot(os.path.join(self.out_dir, PLOT_NAME), history)

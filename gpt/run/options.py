@@ -154,8 +154,7 @@ class TrainConfig:
         if self.local_vocab and self.tokenizer == "byte":
             raise UsageError("--local-vocab applies to BPE; add --tokenizer gpt2")
         if self.init_from and not self.resume:
-            given = [k for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
-                     if getattr(self, k) is not None]
+            given = [k for k in self.of_kind("model") if k != "dropout" and getattr(self, k) is not None]
             if given:
                 raise UsageError(f"--init-from takes the architecture from {self.init_from}/config.json; "
                                  f"drop --{given[0].replace('_', '-')}")
@@ -192,10 +191,16 @@ def build_parser():
                    "backward passes.", argument_default=argparse.SUPPRESS)
     groups = {}
     for f in fields(TrainConfig):
-        meta = f.metadata
-        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], p.add_argument_group(meta["group"]))
-        group.add_argument(flag_of(f), dest=f.name, help=meta["help"].format(default=f.default), **meta["argparse"])
+        if f.metadata["group"] not in groups:
+            groups[f.metadata["group"]] = p.add_argument_group(f.metadata["group"])
+        _add_flag(groups[f.metadata["group"]], f, f.default)
     return p
+
+
+def _add_flag(parser, f, default):
+    """Field f's flag on parser (or an argument group), its help showing `default`."""
+    parser.add_argument(flag_of(f), dest=f.name, help=f.metadata["help"].format(default=default),
+                        **f.metadata["argparse"])
 
 
 def check_saved(options, path):
@@ -271,8 +276,6 @@ def _tokenizer_of_hf_dir(hf_dir):
 def add_device_flags(parser, defaults):
     """--device, --kernels and --no-tf32, for commands other than train.py (sample.py), with
     TrainConfig's help and choices."""
-    by_name = {f.name: f for f in fields(TrainConfig)}
-    for name in ("device", "kernels", "tf32"):
-        f = by_name[name]
-        parser.add_argument(flag_of(f), dest=name, help=f.metadata["help"].format(default=defaults[name]),
-                            **f.metadata["argparse"])
+    for f in fields(TrainConfig):
+        if f.name in ("device", "kernels", "tf32"):
+            _add_flag(parser, f, defaults[f.name])

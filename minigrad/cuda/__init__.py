@@ -5,11 +5,10 @@
 Each layer module here holds the device version of the reference module of the same name
 (minigrad/<layer>.py): Python that allocates the outputs and launches kernels from src/*.cu
 (one CuPy RawModule per float type, minigrad/cuda/module.py) or cuBLAS (gemm.py). The
-reference pair is each
-kernel's specification: selftest.py holds every op to it, on random inputs with odd
-shapes, and fast_ops() runs those checks once per process on first use, so an op whose
-kernels fail to compile or disagree with the reference on this GPU is replaced by the
-reference pair, with a one-line warning.
+reference pair is each kernel's specification: selftest.py holds every op to it, on random
+inputs with odd shapes, and fast_ops() runs those checks once per process on first use, so
+an op whose kernels fail to compile or disagree with the reference on this GPU is replaced
+by the reference pair, with a one-line warning.
 
 Importing this package imports no CuPy; cuda_ops() and fast_ops() do.
 """

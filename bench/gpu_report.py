@@ -241,11 +241,15 @@ STEPS = [("machine", 20, machine), ("self-test", 90, selftest), ("GPU tests", 10
 
 
 def _chosen(spec):
-    """'1-3,6' -> {1, 2, 3, 6}."""
+    """'1-3,6' -> {1, 2, 3, 6} (an argparse type: a bad list is argparse's one-line error)."""
     chosen = set()
     for part in spec.split(","):
         low, _, high = part.partition("-")
+        if not (low.isdigit() and (high.isdigit() or not high)):
+            raise argparse.ArgumentTypeError(f"expects step numbers like 1-3,6, got {spec!r}")
         chosen.update(range(int(low), int(high or low) + 1))
+    if not chosen <= set(range(1, len(STEPS) + 1)):
+        raise argparse.ArgumentTypeError(f"the steps are 1 to {len(STEPS)}, got {spec!r}")
     return chosen
 
 
@@ -253,11 +257,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="bench/gpu_report.sh", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="directory for summary.txt and details.tar.gz")
     p.add_argument("--budget", type=float, default=450, help="seconds for the whole report (default: 450)")
-    p.add_argument("--steps", default=f"1-{len(STEPS)}", help="which steps, e.g. 6-8 or 1,2,4 (default: all)")
+    p.add_argument("--steps", type=_chosen, default=f"1-{len(STEPS)}",
+                   help="which steps, e.g. 6-8 or 1,2,4 (default: all)")
     p.add_argument("--smoke", action="store_true", help="tiny models everywhere: the report's own test")
     args = p.parse_args(argv)
     r = Report(args.out, args.budget, args.smoke)
-    chosen = _chosen(args.steps)
 
     def stopped(signum, frame):                      # the device session's own timeout, or Ctrl-C
         if r.current is not None:
@@ -268,7 +272,7 @@ def main(argv=None):
             f"{' (smoke: tiny models)' if args.smoke else ''}; budget {args.budget:.0f} s")
     try:
         for number, (name, budget, step) in enumerate(STEPS, 1):
-            if number not in chosen:
+            if number not in args.steps:
                 continue
             timeout = min(budget, r.left() - GRACE)
             if timeout < 5:

@@ -131,3 +131,11 @@ def test_a_batch_that_does_not_fit_is_reported_and_its_memory_freed(standin):
         assert train_step.try_batch("minigrad", cfg, 2, "fast", "cuda", runs=1)["fits"]
     finally:
         standin.set_memory_limit(None)
+
+
+@pytest.mark.parametrize("steps", ["x", "9", "2-x", "0"])
+def test_a_bad_steps_list_is_argparse_s_one_line(tmp_path, capsys, steps):
+    with pytest.raises(SystemExit) as stop:
+        gpu_report.main([str(tmp_path / "out"), "--steps", steps])
+    assert stop.value.code == 2 and "argument --steps:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()                  # refused before anything is written

@@ -43,6 +43,7 @@ import numpy as np
 from gpt.config import PRESETS, GPTConfig
 from gpt.model import GPT
 from gpt.parallel.workers import DataParallel, model_buffers, usable_workers
+from gpt.run.options import POSITIVE_INT
 from minigrad import KERNELS, AdamW, Backend, kernels
 from minigrad.backend import is_out_of_memory
 
@@ -437,8 +438,10 @@ def main():
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--largest-batch", action="store_true",
                    help="find each framework's largest batch alone (from --batch-size up) and time it there")
-    p.add_argument("--max-batch", type=int, default=4096, help="--largest-batch looks no further (default: 4096)")
-    p.add_argument("--peak-size", type=int, default=8192, help="n of the n x n x n GEMM that measures the GPU's peak")
+    p.add_argument("--max-batch", type=POSITIVE_INT, default=4096,
+                   help="--largest-batch looks no further (default: 4096)")
+    p.add_argument("--peak-size", type=POSITIVE_INT, default=8192,
+                   help="n of the n x n x n GEMM that measures the GPU's peak")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     cfg = config_from(args)
